@@ -1,0 +1,1 @@
+"""The click front end of srp-onnx (installed as the package ``srp_onnx_cli``)."""

@@ -1,0 +1,196 @@
+"""`srp-onnx`: convert ANN ONNX graphs to SRP spiking graphs and evaluate them.
+
+Exit codes: 0 ok; 1 a requested check failed; 2 bad usage, bad input or an
+unsupported model (one line on stderr); 3 an internal error (rerun with -v
+for the traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from srp_onnx import __version__
+from srp_onnx.errors import SrpOnnxError, UsageError
+
+from .options import convert_options, data_options, preprocessing_options
+
+
+class Group(click.Group):
+    """Turns library errors into one line and exit code 2; no tracebacks unless -v."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SrpOnnxError as e:
+            click.echo(f"srp-onnx: error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("srp-onnx: interrupted; nothing was written.", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001
+            if ctx.obj and ctx.obj.get("verbose"):
+                traceback.print_exc()
+            click.echo(f"srp-onnx: internal error: {type(e).__name__}: {e}. Rerun with -v for details "
+                       "and report it.", err=True)
+            sys.exit(3)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="srp-onnx")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Convert ANN ONNX models into spiking networks with SRP (AAAI 2023) and evaluate them."""
+    ctx.obj = {"verbose": verbose}
+
+
+def _convert_opts(tau: int | None, maxpool: str, percentile: float, calib_rule: str, per_channel: bool,
+                  default_tau: int = 4):
+    from srp_onnx.convert import ConvertOptions
+
+    opts = ConvertOptions(tau=default_tau if tau is None else tau, maxpool=maxpool, percentile=percentile,
+                          calib_rule=calib_rule, per_channel=per_channel)
+    opts.validate()
+    return opts
+
+
+def _overrides(**kw: Any) -> dict:
+    return kw
+
+
+def _site_table(sites: list) -> str:
+    rows = [("layer", "kind", "shape", "theta", "theta from")]
+    for s in sites:
+        theta = "?" if s.theta is None else f"{s.theta:.6g}"
+        kind = f"qcfs L={s.levels}" if s.kind == "qcfs" else s.kind
+        shape = "x".join(map(str, s.shape)) if s.shape else "?"
+        rows.append((s.name, kind, shape, theta, s.source or "needs --calib"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: MODEL with .snn.onnx).")
+@convert_options
+@preprocessing_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+def convert(model: str, output: str | None, tau: int | None, calib: str | None, calib_limit: int, calib_rule: str,
+            percentile: float, per_channel: bool, maxpool: str, batch_size: int, **pre: Any) -> None:
+    """Convert an ANN ONNX model into an SRP spiking step graph."""
+    from srp_onnx.convert import save_model
+    from srp_onnx.pipeline import CalibOptions, open_model
+
+    opts = _convert_opts(tau, maxpool, percentile, calib_rule, per_channel)
+    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
+        if model.endswith(".onnx") else Path(model + ".snn.onnx")
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    p = loaded.plan
+    if p is None:
+        raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
+    for note in p.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(_site_table(p.sites))
+    save_model(loaded.snn, out)
+    click.echo(f"wrote {out} ({len(p.sites)} neuron layers, tau = {opts.tau})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--maxpool", type=click.Choice(["error", "avg"]), default="error", show_default=True)
+def inspect(model: str, maxpool: str) -> None:
+    """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
+    from srp_onnx.convert import ConvertOptions, plan, probe_shapes
+
+    p = plan(model, ConvertOptions(maxpool=maxpool))
+    probe_shapes(p)
+    click.echo(f"input '{p.input.name}' {list(p.input.shape or [])}, logits '{p.logits}' "
+               f"{list(p.logits_shape or [])}")
+    click.echo(_site_table(p.sites))
+    for note in p.notes:
+        click.echo(f"note: {note}")
+    need = [s.name for s in p.sites if s.theta is None]
+    if need:
+        click.echo(f"needs calibration data (--calib) for {len(need)} ReLU layer(s)")
+    click.echo("convertible: yes")
+
+
+@main.command(name="eval")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data", required=True, help=".npz (x, y), CIFAR folder, ImageNet-style folder, mnist, digits.")
+@click.option("--T", "T", type=int, default=8, show_default=True, help="Time steps after pre-simulation.")
+@click.option("--ann", type=click.Path(dir_okay=False), default=None, help="The ANN, to report its accuracy.")
+@click.option("--compare-baseline", is_flag=True, help="Also run tau = 0 (plain QCFS conversion).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of accuracy vs time step.")
+@click.option("--top5", is_flag=True, help="Print top-5 accuracy too.")
+@convert_options
+@preprocessing_options
+@data_options
+def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: bool, json_out: str | None,
+             plot: str | None, top5: bool, tau: int | None, calib: str | None, calib_limit: int, calib_rule: str,
+             percentile: float, per_channel: bool, maxpool: str, batch_size: int, limit: int | None,
+             device: str, **pre: Any) -> None:
+    """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
+    from srp_onnx.evaluate import evaluate, format_table
+    from srp_onnx.io import write_text
+    from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
+
+    if T < 1:
+        raise click.BadParameter(f"{T}: the number of time steps must be at least 1.", param_hint="--T")
+    opts = _convert_opts(tau, maxpool, percentile, calib_rule, per_channel)
+    for path in (json_out, plot):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    if ann:
+        from srp_onnx.load import read_model
+
+        loaded.ann = read_model(ann)
+    ds = open_data(data, loaded, limit=limit, overrides=pre)
+    settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
+                "preprocessing": json.loads(ds.preprocessing.to_json())}
+    report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds), T=T,
+                      tau=tau, ann=loaded.ann, compare_baseline=compare_baseline, device=device,
+                      settings=settings)
+    click.echo(format_table(report))
+    if top5:
+        click.echo(format_table(report, "top5"))
+    if json_out:
+        write_text(json_out, json.dumps(report.to_json(), indent=2))
+    if plot:
+        from srp_onnx.plot import plot_accuracy
+
+        plot_accuracy(report, plot)
+
+
+@main.command()
+@click.option("--T", "T", type=int, default=32, show_default=True)
+@click.option("--tau", type=int, default=4, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def demo(T: int, tau: int, device: str) -> None:
+    """Convert the bundled MNIST sample and compare ANN, plain QCFS (tau = 0) and SRP."""
+    from srp_onnx.demo import run_demo
+
+    click.echo(run_demo(T=T, tau=tau, device=device))
+
+
+try:  # `train` needs torch only when it runs; its module imports torch lazily
+    from .train import train as _train
+
+    main.add_command(_train)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+F = Callable[..., Any]
+
+
+def convert_options(f: F) -> F:
+    """Options of `convert`, also taken by `eval`/`inspect` when given an ANN."""
+    for opt in reversed([
+        click.option("--tau", type=int, default=None,
+                     help="Pre-simulation steps (SRP). Default 4 for convert; eval uses the model's."),
+        click.option("--calib", "calib", metavar="DATA", default=None,
+                     help="Calibration data for ReLU thresholds: .npz, dataset folder, mnist or digits."),
+        click.option("--calib-limit", type=int, default=1000, show_default=True,
+                     help="Calibration samples used."),
+        click.option("--calib-rule", type=click.Choice(["percentile", "max"]), default="percentile",
+                     show_default=True),
+        click.option("--percentile", type=float, default=99.99, show_default=True,
+                     help="Percentile of positive activations used as threshold."),
+        click.option("--per-channel", is_flag=True, help="One calibrated threshold per channel."),
+        click.option("--maxpool", type=click.Choice(["error", "avg"]), default="error", show_default=True,
+                     help="MaxPool has no rate-equivalent: refuse it, or replace it by AvgPool."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def preprocessing_options(f: F) -> F:
+    """Overrides of the preprocessing read from the model's metadata."""
+    for opt in reversed([
+        click.option("--mean", default=None, help="Per-channel mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", default=None, help="Per-channel std, e.g. 0.229,0.224,0.225."),
+        click.option("--scale", type=float, default=None, help="Raw pixel divisor (255 for 8-bit images)."),
+        click.option("--resize", type=int, default=None, help="Resize the shorter side first (ImageNet: 256)."),
+        click.option("--crop", type=int, default=None, help="Then center-crop (ImageNet: 224)."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None, help="Model input layout."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def data_options(f: F) -> F:
+    for opt in reversed([
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N images."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    ]):
+        f = opt(f)
+    return f

@@ -1,0 +1,250 @@
+"""ANN ONNX file -> SRP spiking step graph.
+
+    load/validate -> normalize (passes/) -> find neuron sites + thresholds
+    -> emit the step graph (neuron.py) -> check -> save atomically
+
+The step graph's inputs are the network input and, per neuron layer, its
+membrane ``{site}__v`` and SRP mask ``{site}__mask``; its outputs are this
+step's logits and every ``{site}__v_next``. The runtime loops it over
+tau + T steps. Metadata (``srp_onnx.*``) records the format version, the
+default tau, the layers with their thresholds, the source model's sha256
+and the preprocessing when known.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from srp_onnx import __version__
+from srp_onnx.errors import ModelError, UsageError
+from srp_onnx.graph import Graph, Node, ValueInfo, from_onnx, to_onnx
+from srp_onnx.io import write_bytes
+from srp_onnx.load import file_sha256, load_model
+from srp_onnx.neuron import emit_neuron, state_names
+from srp_onnx.passes import PassContext, normalize
+from srp_onnx.passes.batch import make_batch_dynamic
+from srp_onnx.sites import Site, check_inputs, check_linear, find_sites, sites_from_json, sites_to_json
+
+FORMAT_VERSION = "1"
+IR_VERSION = 10  # onnxruntime 1.31 reads at most 13; onnx 1.23 writes 14 unless told
+META = "srp_onnx."
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    tau: int = 4
+    maxpool: str = "error"  # "error" | "avg"
+    percentile: float = 99.99
+    calib_rule: str = "percentile"  # "percentile" | "max"
+    per_channel: bool = False
+
+    def validate(self) -> None:
+        if self.tau < 0:
+            raise UsageError(f"--tau {self.tau}: the pre-simulation length must be 0 or more (paper: 4 to 14).")
+        if not 0 < self.percentile <= 100:
+            raise UsageError(f"--percentile {self.percentile}: must be in (0, 100], e.g. 99.99.")
+        if self.maxpool not in ("error", "avg"):
+            raise UsageError(f"--maxpool {self.maxpool}: choose 'error' or 'avg'.")
+        if self.calib_rule not in ("percentile", "max"):
+            raise UsageError(f"--calib-rule {self.calib_rule}: choose 'percentile' or 'max'.")
+
+
+@dataclasses.dataclass
+class Plan:
+    """A normalized ANN with its neuron sites found (thresholds may still be missing)."""
+
+    graph: Graph
+    sites: list[Site]
+    notes: list[str]
+    input: ValueInfo
+    logits: str
+    source_sha256: str
+    source: str
+    logits_shape: tuple[int, ...] | None = None  # per sample, set by probe_shapes
+
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input.shape[1:])  # type: ignore[union-attr, arg-type]
+
+    def ann_model(self, extra_outputs: list[str] = ()) -> onnx.ModelProto:
+        """The normalized ANN as an ONNX model (optionally exposing inner tensors)."""
+        g = copy.deepcopy(self.graph)
+        g.outputs = [ValueInfo(self.logits, None)] + [ValueInfo(n, None) for n in extra_outputs]
+        return to_onnx(g, ir_version=IR_VERSION)
+
+
+def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None) -> Plan:
+    """Load, normalize and find the sites; no calibration, nothing written."""
+    options = options or ConvertOptions()
+    options.validate()
+    model = load_model(path)
+    graph = from_onnx(model)
+    check_inputs(graph)
+    ctx = PassContext(maxpool=options.maxpool)
+    normalize(graph, ctx)
+    make_batch_dynamic(graph, ctx)
+    inp = graph.inputs[0]
+    if inp.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelError(f"input '{inp.name}' has element type {onnx.TensorProto.DataType.Name(inp.elem_type)}; "
+                         "srp-onnx converts float32 models. Export the model in float32.")
+    if not inp.shape or any(not isinstance(d, int) for d in inp.shape[1:]):
+        raise ModelError(f"input '{inp.name}' has shape {inp.shape}: every dimension but the batch must be "
+                         "fixed. Export with a fixed input size.")
+    sites = find_sites(graph)
+    check_linear(graph, sites)
+    if not sites:
+        raise ModelError(f"'{path}': no activation (ReLU, Clip, QCFS) found between linear layers; "
+                         "there is nothing to turn into spiking neurons.")
+    logits = graph.outputs[0].name
+    if any(s.output == logits for s in sites):
+        ctx.note(f"the network ends with an activation: '{logits}' is a neuron layer's output")
+    return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path))
+
+
+def probe_shapes(p: Plan) -> None:
+    """Per-sample shape of every site, from onnxruntime runs at batch 1 and 2."""
+    import onnxruntime as ort
+
+    from srp_onnx.runtime import cpu_session
+
+    sess = cpu_session(p.ann_model([s.input for s in p.sites]))
+    rng = np.random.default_rng(0)
+    shapes = []
+    for b in (1, 2):
+        x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)
+        try:
+            outs = sess.run(None, {p.input.name: x})
+        except ort.capi.onnxruntime_pybind11_state.Fail as e:  # type: ignore[attr-defined]
+            raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+        shapes.append([o.shape for o in outs])
+    p.logits_shape = tuple(int(d) for d in shapes[0][0][1:])
+    for s, s1, s2 in zip(p.sites, shapes[0][1:], shapes[1][1:]):
+        if s1[0] != 1 or s2[0] != 2 or s1[1:] != s2[1:]:
+            raise ModelError(f"site '{s.name}': its tensor {s.input} does not keep the batch as its first "
+                             f"dimension (shapes {s1} and {s2} at batch 1 and 2); cannot convert.")
+        s.shape = tuple(int(d) for d in s1[1:])
+
+
+def emit_step_graph(p: Plan, tau: int, *, record_spikes: bool = False) -> onnx.ModelProto:
+    """The spiking step graph for a plan whose sites all have thresholds."""
+    g = copy.deepcopy(p.graph)
+    drop = {n for s in p.sites for n in s.nodes}
+    g.nodes = [n for n in g.nodes if n.name not in drop]
+    g.outputs = [ValueInfo(p.logits, ("batch", *(p.logits_shape or ())))]
+    g.shapes = {}
+    for s in p.sites:
+        if s.theta is None:
+            raise ModelError(f"site '{s.name}' ({s.kind}) has no threshold; calibrate it with --calib DATA.")
+        theta = np.asarray(s.per_channel if s.per_channel else s.theta, dtype=np.float32)
+        if theta.ndim == 1 and s.shape and len(s.shape) > 1:
+            theta = theta.reshape(-1, *([1] * (len(s.shape) - 1)))
+        emit_neuron(g, s.name, s.input, s.output, theta, s.shape or ())
+        if record_spikes:
+            g.outputs.append(ValueInfo(state_names(s.name)["spikes"], None))
+    g.toposort()
+    g.metadata = {k: v for k, v in g.metadata.items() if not k.startswith(META)}
+    g.metadata.update(p.graph.metadata)
+    g.metadata.update({
+        f"{META}format_version": FORMAT_VERSION,
+        f"{META}version": __version__,
+        f"{META}tau": str(tau),
+        f"{META}layers": sites_to_json(p.sites),
+        f"{META}input": p.input.name,
+        f"{META}logits": p.logits,
+        f"{META}source_sha256": p.source_sha256,
+        f"{META}source": Path(p.source).name,
+        f"{META}notes": json.dumps(p.notes),
+    })
+    model = to_onnx(g, ir_version=IR_VERSION)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # an internal error: the emitted graph must always check
+        raise RuntimeError(f"internal error: the spiking graph fails onnx.checker: {e}") from e
+    return model
+
+
+def convert(path: str | os.PathLike[str], options: ConvertOptions | None = None,
+            calib: Callable[[Plan], None] | None = None) -> tuple[onnx.ModelProto, Plan]:
+    """Convert the ANN at ``path``; ``calib`` sets thresholds of ReLU sites (see calibrate.py)."""
+    options = options or ConvertOptions()
+    p = plan(path, options)
+    probe_shapes(p)
+    if any(s.theta is None for s in p.sites):
+        if calib is None:
+            names = ", ".join(f"'{s.name}'" for s in p.sites if s.theta is None)
+            raise UsageError(f"'{path}': ReLU layers {names} have no upper bound to use as threshold. "
+                             "Give calibration data with --calib DATA (an .npz, a dataset folder, mnist, digits).")
+        calib(p)
+    return emit_step_graph(p, options.tau), p
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    write_bytes(path, model.SerializeToString())
+
+
+def read_layers(model: onnx.ModelProto) -> list[Site]:
+    meta = {m.key: m.value for m in model.metadata_props}
+    if f"{META}layers" not in meta:
+        raise ModelError("this model has no srp_onnx metadata: it is not a converted spiking model. "
+                         "Convert it first with `srp-onnx convert`.")
+    return sites_from_json(meta[f"{META}layers"])
+
+
+def is_spiking(model: onnx.ModelProto) -> bool:
+    return any(m.key == f"{META}layers" for m in model.metadata_props)
+
+
+__all__ = ["ConvertOptions", "Node", "Plan", "convert", "emit_step_graph", "plan", "probe_shapes", "read_layers",
+           "save_model", "is_spiking"]
+
+
+def ann_from_snn(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rebuild the ANN a spiking step graph came from (after normalization).
+
+    Each neuron layer becomes its activation again: QCFS (theta, L) as
+    theta * clip(floor(x / theta * L + 0.5) / L, 0, 1), Clip as clip(x, 0, theta),
+    ReLU as max(x, 0). State inputs and outputs are removed.
+    """
+    layers = read_layers(model)
+    g = from_onnx(model)
+    names = {s.name for s in layers}
+    prefixes = tuple(f"{n}__" for n in names)
+    g.nodes = [n for n in g.nodes if not (n.name.startswith(prefixes) and n.name.split("__")[0] in names)]
+    state = {v for s in layers for k, v in state_names(s.name).items()}
+    g.inputs = [i for i in g.inputs if i.name not in state]
+    g.outputs = [o for o in g.outputs if o.name not in state]
+    f32 = np.float32
+    for s in layers:
+        x, y = s.input, s.output
+        if s.kind == "relu":
+            g.nodes.append(Node("Relu", [x], [y], name=f"{s.name}__ann_relu"))
+            continue
+        t = g.add_const(f"{s.name}__ann_theta", np.array(s.theta, f32))
+        zero = g.add_const(f"{s.name}__ann_zero", np.array(0, f32))
+        if s.kind == "clip":
+            g.nodes.append(Node("Clip", [x, zero, t], [y], name=f"{s.name}__ann_clip"))
+            continue
+        lv = g.add_const(f"{s.name}__ann_L", np.array(s.levels, f32))
+        half = g.add_const(f"{s.name}__ann_half", np.array(0.5, f32))
+        one = g.add_const(f"{s.name}__ann_one", np.array(1, f32))
+        a, b, c, d, e, f = (g.fresh_name(f"{s.name}__ann_{k}") for k in "abcdef")
+        g.nodes += [
+            Node("Div", [x, t], [a], name=f"{s.name}__ann_div"),
+            Node("Mul", [a, lv], [b], name=f"{s.name}__ann_mul"),
+            Node("Add", [b, half], [c], name=f"{s.name}__ann_add"),
+            Node("Floor", [c], [d], name=f"{s.name}__ann_floor"),
+            Node("Div", [d, lv], [e], name=f"{s.name}__ann_divl"),
+            Node("Clip", [e, zero, one], [f], name=f"{s.name}__ann_clip"),
+            Node("Mul", [f, t], [y], name=f"{s.name}__ann_out"),
+        ]
+    g.toposort()
+    g.prune()
+    return to_onnx(g, ir_version=IR_VERSION)

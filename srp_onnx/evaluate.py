@@ -1,0 +1,170 @@
+"""The evaluation protocol: accuracy of the running logit sum at every step.
+
+Rows, as in the paper's table: the ANN, plain QCFS conversion (tau = 0,
+with ``compare_baseline``) and SRP (tau = the model's or the user's). Each
+SNN row reports top-1 and top-5 for t = 1..T, where t counts steps after
+the pre-simulation (the paper's latency); tau + t is the total latency.
+Every row sees the same batches, so memory is bounded by the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from srp_onnx import __version__
+from srp_onnx.errors import DataError
+from srp_onnx.metrics import StepAccuracy, topk_correct
+from srp_onnx.runtime import SpikingModel, select_providers
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    tau: int | None  # None for the ANN
+    top1: list[float]  # per t = 1..T (one value for the ANN)
+    top5: list[float]
+
+
+@dataclasses.dataclass
+class EvalReport:
+    T: int
+    n: int
+    rows: list[Row]
+    settings: dict
+    provider: str
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_json(self) -> dict:
+        import onnxruntime
+
+        return {
+            "srp_onnx_version": __version__,
+            "onnxruntime_version": onnxruntime.__version__,
+            "onnx_version": onnx.__version__,
+            "python": platform.python_version(),
+            "execution_provider": self.provider,
+            "settings": self.settings,
+            "images": self.n,
+            "T": self.T,
+            "latency_note": "t counts steps after the tau pre-simulation steps (the paper's T); "
+                            "total steps = tau + t",
+            "rows": [
+                {"name": r.name, "tau": r.tau,
+                 "accuracy": ({"top1": r.top1[0], "top5": r.top5[0]} if r.tau is None else
+                              [{"t": t + 1, "total_steps": r.tau + t + 1, "top1": a1, "top5": a5}
+                               for t, (a1, a5) in enumerate(zip(r.top1, r.top5))])}
+                for r in self.rows
+            ],
+        }
+
+
+def report_steps(T: int) -> list[int]:
+    """t = 1, 2, 4, ..., and T itself."""
+    steps, t = [], 1
+    while t < T:
+        steps.append(t)
+        t *= 2
+    return steps + [T]
+
+
+class Progress:
+    """A one-line progress indicator with images/s on stderr."""
+
+    def __init__(self, total: int, label: str = "eval", enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > (0.2 if self.tty else 5.0) or self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images, "
+                    f"{rate:.1f} img/s")
+            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *, total: int,
+             T: int, tau: int | None = None, ann: onnx.ModelProto | None = None, compare_baseline: bool = False,
+             device: str = "auto", num_classes: int | None = None, progress: bool = True,
+             settings: dict | None = None) -> EvalReport:
+    model = SpikingModel(snn, device=device)
+    tau = model.default_tau if tau is None else tau
+    runs = [("SRP" if tau > 0 else "QCFS", tau)]
+    if compare_baseline and tau > 0:
+        runs.insert(0, ("QCFS", 0))
+    accs = {name: StepAccuracy(T) for name, _ in runs}
+    ann_sess = None
+    if ann is not None:
+        import onnxruntime as ort
+
+        from srp_onnx.runtime import _session_options
+
+        ann_sess = ort.InferenceSession(ann.SerializeToString(), _session_options(),
+                                        providers=select_providers(device, quiet=True))
+        ann_top1 = ann_top5 = 0
+    n = 0
+    bar = Progress(total, enabled=progress)
+    try:
+        for x, y in batches():
+            y = np.asarray(y, dtype=np.int64)
+            for name, t in runs:
+                logits = model.simulate(x, T, t).logits
+                K = logits.shape[-1]
+                if n == 0 and (y.min() < 0 or y.max() >= K):
+                    raise DataError(f"labels range over {int(y.min())}..{int(y.max())} but the model has {K} "
+                                    "outputs. Check that the data matches the model (--data).")
+                if y.max() >= K:
+                    raise DataError(f"label {int(y.max())} is out of range for a model with {K} outputs.")
+                accs[name].update(logits, y)
+            if ann_sess is not None:
+                out = ann_sess.run(None, {ann_sess.get_inputs()[0].name: x})[0]
+                ann_top1 += int(topk_correct(out, y, 1))
+                ann_top5 += int(topk_correct(out, y, 5))
+            n += len(y)
+            bar.update(len(y))
+    finally:
+        bar.close()
+    if n == 0:
+        raise DataError("the dataset yielded no images. Check --data and --limit.")
+    rows = []
+    if ann_sess is not None:
+        rows.append(Row("ANN", None, [100.0 * ann_top1 / n], [100.0 * ann_top5 / n]))
+    for name, t in runs:
+        a = accs[name]
+        rows.append(Row(f"{name} (tau={t})", t, [float(v) for v in a.percent("top1")],
+                        [float(v) for v in a.percent("top5")]))
+    s = dict(settings or {})
+    s.update(T=T, tau=tau, compare_baseline=compare_baseline, device=device)
+    return EvalReport(T, n, rows, s, model.provider)
+
+
+def format_table(report: EvalReport, metric: str = "top1") -> str:
+    steps = report_steps(report.T)
+    head = f"{'row':<16}" + "".join(f"{'t=' + str(t):>9}" for t in steps)
+    lines = [f"accuracy ({metric}, %) on {report.n} images; t = steps after pre-simulation "
+             "(total steps = tau + t)", head]
+    for r in report.rows:
+        vals = getattr(r, metric)
+        if r.tau is None:
+            lines.append(f"{r.name:<16}" + f"{vals[0]:>9.2f}" + "  (ANN)")
+        else:
+            lines.append(f"{r.name:<16}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""What the commands share: open a model (spiking or ANN), its preprocessing, its data.
+
+The CLI only parses options and prints; this module does the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+
+from srp_onnx.convert import META, ConvertOptions, Plan, ann_from_snn, convert, is_spiking
+from srp_onnx.data import METADATA_KEY, PRESETS, Dataset, Preprocessing, open_dataset
+from srp_onnx.errors import DataError, UsageError
+from srp_onnx.load import read_model
+
+
+@dataclasses.dataclass
+class Loaded:
+    snn: onnx.ModelProto
+    ann: onnx.ModelProto | None
+    plan: Plan | None  # set when the model was converted on the fly
+    input_shape: tuple[int, ...]  # per sample
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {m.key: m.value for m in self.snn.metadata_props}
+
+
+@dataclasses.dataclass
+class CalibOptions:
+    data: str | None = None
+    limit: int = 1000
+    batch_size: int = 64
+
+
+def _input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
+    meta = {m.key: m.value for m in model.metadata_props}
+    name = meta.get(f"{META}input")
+    vi = next(i for i in model.graph.input if i.name == name) if name else model.graph.input[0]
+    return tuple(int(d.dim_value) for d in vi.type.tensor_type.shape.dim[1:])
+
+
+def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: CalibOptions,
+               overrides: dict | None = None) -> Loaded:
+    """A spiking model as it is, or an ANN converted now (calibrated if it needs it)."""
+    raw = read_model(path)
+    if is_spiking(raw):
+        return Loaded(raw, ann_from_snn(raw), None, _input_shape(raw))
+
+    def run_calibration(p: Plan) -> None:
+        from srp_onnx.calibrate import calibrate
+
+        pre = resolve_preprocessing(p.graph.metadata, p.input_shape(), calib.data or "", overrides)
+        ds = open_dataset(calib.data, split="calib", preprocessing=pre, limit=calib.limit)
+        calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())),
+                  rule=options.calib_rule, percentile=options.percentile, per_channel=options.per_channel)
+
+    snn, p = convert(path, options, calib=run_calibration if calib.data else None)
+    return Loaded(snn, p.ann_model(), p, p.input_shape())
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--{what} '{text}': give comma-separated numbers, e.g. 0.5,0.5,0.5.") from None
+
+
+def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...], data_spec: str,
+                          overrides: dict | None = None) -> Preprocessing:
+    """The model's own preprocessing (metadata), else one inferred from its input shape; then overrides."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if METADATA_KEY in metadata:
+        base = Preprocessing.from_json(metadata[METADATA_KEY], source="the model's metadata")
+    else:
+        layout, channels, size = "NCHW", 1, None
+        if len(input_shape) == 3:
+            if input_shape[0] in (1, 3) or input_shape[-1] not in (1, 3):
+                channels, size = input_shape[0], (input_shape[1], input_shape[2])
+            else:
+                layout, channels, size = "NHWC", input_shape[-1], (input_shape[0], input_shape[1])
+        scale = PRESETS[data_spec].scale if data_spec in PRESETS else 255.0
+        base = Preprocessing(scale=scale, size=size, layout=layout, channels=channels, source="the input shape")
+        if not overrides.keys() & {"mean", "std"} and data_spec and not str(data_spec).endswith(".npz"):
+            print(f"srp-onnx: the model has no preprocessing metadata; using pixels / {scale:g} "
+                  "(pass --mean/--std/--scale to change)", file=sys.stderr)
+    fields = {}
+    for k in ("mean", "std"):
+        if k in overrides:
+            fields[k] = _floats(overrides[k], k)
+    for k in ("scale", "resize", "crop", "layout"):
+        if k in overrides:
+            fields[k] = overrides[k]
+    return dataclasses.replace(base, **fields) if fields else base
+
+
+def open_data(spec: str, loaded: Loaded, *, split: str = "test", limit: int | None = None,
+              overrides: dict | None = None) -> Dataset:
+    pre = resolve_preprocessing(loaded.metadata, loaded.input_shape, spec, overrides)
+    return open_dataset(spec, split=split, preprocessing=pre, limit=limit)
+
+
+def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...]
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Dataset batches shaped as the model's input (flattened for MLPs), checked for shape and values."""
+    for x, y in ds.batches(batch_size):
+        if tuple(x.shape[1:]) != tuple(input_shape):
+            if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)) and len(input_shape) == 1:
+                x = x.reshape(len(x), -1)
+            else:
+                raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
+                                f"{tuple(input_shape)}. Use data of the model's input size (or --resize/--crop).")
+        if not np.isfinite(x).all():
+            raise DataError(f"{ds.where}: the input holds NaN or Inf values. Clean the data.")
+        yield np.ascontiguousarray(x, dtype=np.float32), y

@@ -1,0 +1,154 @@
+"""``.npz`` files with arrays ``x`` (images or model input) and ``y`` (labels).
+
+* ``x`` uint8: raw images, ``[N, H, W]``, ``[N, H, W, C]``, or ``[N, C, H, W]``
+  with ``C`` in {1, 3} and ``H, W > 4``; they go through the preprocessing.
+* ``x`` float: already the model input; used as-is (preprocessing ignored),
+  must be finite.
+* ``y``: integer class indices ``[N]``, ``>= 0``.
+* optional ``num_classes`` (a scalar); otherwise ``max(y) + 1``.
+
+An npz holds a single split: ``split`` is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from srp_onnx.data.base import ArrayDataset, Dataset, check_batch_size, check_labels, one_line
+from srp_onnx.data.preprocess import Preprocessing
+from srp_onnx.errors import DataError
+
+__all__ = ["FloatArrayDataset", "open_npz", "read_npz"]
+
+
+class FloatArrayDataset(Dataset):
+    """Model inputs stored as floats: no raw images, no preprocessing."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        *,
+        source: str,
+        split: str,
+        num_classes: int | None,
+        preprocessing: Preprocessing,
+    ) -> None:
+        self.x = x
+        self.labels = labels
+        self.name = Path(source).stem
+        self.source = source
+        self.split = split
+        self.num_classes = num_classes
+        self.classes = None
+        self.preprocessing = preprocessing  # kept for callers that inspect it; never applied
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        check_batch_size(batch_size)
+        for start in range(0, len(self.x), batch_size):
+            yield self.x[start : start + batch_size], self.labels[start : start + batch_size]
+
+    def raw_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise DataError(
+            f"{self.where}: 'x' is float model input, so there are no raw images; "
+            f"save raw uint8 images as 'x' to use raw batches."
+        )
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated ``(x, y, num_classes)`` from an npz; uint8 ``x`` comes back as ``[N, H, W, C]``."""
+    where = f"npz file '{path}'"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - np.load raises many types for a corrupt or foreign file
+        raise DataError(
+            f"{where} cannot be read ({one_line(e)}); write it with np.savez(path, x=..., y=...)."
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{where} holds a single array, not an npz archive; write it with np.savez(path, x=..., y=...)."
+        )
+    with archive as f:
+        missing = [k for k in ("x", "y") if k not in f.files]
+        if missing:
+            raise DataError(
+                f"{where}: missing array {' and '.join(repr(k) for k in missing)} (has {sorted(f.files)}); "
+                f"save images as 'x' and labels as 'y' (np.savez(path, x=..., y=...))."
+            )
+        try:
+            x, y = f["x"], f["y"]
+            stored_classes = f["num_classes"] if "num_classes" in f.files else None
+        except Exception as e:  # noqa: BLE001 - as above, for a truncated member
+            raise DataError(
+                f"{where}: arrays cannot be read ({one_line(e)}); the file may be truncated."
+            ) from None
+    if len(x) == 0:
+        raise DataError(f"{where} is empty (x has shape {x.shape}); it must hold at least one sample.")
+    if len(x) != len(y):
+        raise DataError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must match one to one.")
+    num_classes = None
+    if stored_classes is not None:
+        if stored_classes.size != 1 or not np.issubdtype(stored_classes.dtype, np.integer):
+            raise DataError(f"{where}: 'num_classes' must be one integer, got {stored_classes!r}.")
+        num_classes = int(stored_classes)
+    labels = check_labels(y, where, num_classes)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+
+    if x.dtype == np.uint8:
+        x = _to_nhwc(x, where)
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all():
+            raise DataError(f"{where}: x contains NaN or Inf; fix the data (x is used as model input as-is).")
+        x = x.astype(np.float32, copy=False)
+    else:
+        raise DataError(
+            f"{where}: x has dtype {x.dtype}; expected uint8 raw images or float model input "
+            f"(convert with .astype(np.uint8) or .astype(np.float32))."
+        )
+    return x, labels, num_classes
+
+
+def open_npz(path: Path, *, split: str, preprocessing: Preprocessing | None, limit: int | None) -> Dataset:
+    x, labels, num_classes = read_npz(path)
+    x, labels = x[:limit], labels[:limit]
+    if x.dtype != np.uint8:
+        return FloatArrayDataset(
+            x,
+            labels,
+            source=str(path),
+            split=split,
+            num_classes=num_classes,
+            preprocessing=Preprocessing() if preprocessing is None else preprocessing,
+        )
+    if preprocessing is None:
+        # No preset applies: scale to [0, 1] and keep the images' own channel count.
+        preprocessing = Preprocessing(channels=x.shape[3])
+    return ArrayDataset(
+        x,
+        labels,
+        name=path.stem,
+        source=str(path),
+        split=split,
+        preprocessing=preprocessing,
+        num_classes=num_classes,
+    )
+
+
+def _to_nhwc(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[..., None]
+    if x.ndim == 4 and x.shape[3] in (1, 3):
+        return x
+    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[2] > 4 and x.shape[3] > 4:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    raise DataError(
+        f"{where}: uint8 x has shape {x.shape}; expected [N, H, W], [N, H, W, C] or [N, C, H, W] "
+        f"with C in (1, 3)."
+    )

@@ -52,14 +52,41 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-def _convert_opts(tau: int | None, maxpool: str, percentile: float, calib_rule: str, per_channel: bool,
+def _parse_tau(tau: str | None) -> int | str | None:
+    if tau is None or tau == "auto":
+        return tau
+    try:
+        return int(tau)
+    except ValueError:
+        raise click.BadParameter(f"'{tau}': give a whole number of steps or 'auto'.", param_hint="--tau") from None
+
+
+def _convert_opts(tau: int | str | None, maxpool: str, percentile: float, calib_rule: str, per_channel: bool,
                   default_tau: int = 4):
     from srp_onnx.convert import ConvertOptions
 
-    opts = ConvertOptions(tau=default_tau if tau is None else tau, maxpool=maxpool, percentile=percentile,
-                          calib_rule=calib_rule, per_channel=per_channel)
+    opts = ConvertOptions(tau=tau if isinstance(tau, int) else default_tau, maxpool=maxpool,
+                          percentile=percentile, calib_rule=calib_rule, per_channel=per_channel)
     opts.validate()
     return opts
+
+
+def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_tau: int, batch_size: int,
+              device: str, overrides: dict):
+    """Choose tau on the calibration split of ``data``; print the curve seen (stderr)."""
+    from srp_onnx.evaluate import choose_tau
+    from srp_onnx.pipeline import model_batches, open_data
+
+    if not data:
+        raise UsageError("--tau auto needs data to choose on: give --tau-data DATA (or --data/--calib).")
+    if str(data).endswith(".npz"):
+        raise UsageError(f"--tau auto: '{data}' is an .npz with a single split, which may be your test set. "
+                         "Give a separate calibration set with --tau-data.")
+    ds = open_data(data, loaded, split="calib", overrides=overrides)
+    choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
+                        T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device)
+    click.echo(choice.format(), err=True)
+    return choice
 
 
 def _overrides(**kw: Any) -> dict:
@@ -84,13 +111,15 @@ def _site_table(sites: list) -> str:
 @convert_options
 @preprocessing_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-def convert(model: str, output: str | None, tau: int | None, calib: str | None, calib_limit: int, calib_rule: str,
+def convert(model: str, output: str | None, tau: str | None, tau_data: str | None, tau_target: int | None,
+            latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
             percentile: float, per_channel: bool, maxpool: str, batch_size: int, **pre: Any) -> None:
     """Convert an ANN ONNX model into an SRP spiking step graph."""
-    from srp_onnx.convert import save_model
+    from srp_onnx.convert import save_model, set_default_tau
     from srp_onnx.pipeline import CalibOptions, open_model
 
-    opts = _convert_opts(tau, maxpool, percentile, calib_rule, per_channel)
+    tau_v = _parse_tau(tau)
+    opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
@@ -100,6 +129,10 @@ def convert(model: str, output: str | None, tau: int | None, calib: str | None, 
     for note in p.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(_site_table(p.sites))
+    if tau_v == "auto":
+        choice = _auto_tau(loaded, tau_data or calib, tau_target, latency_budget, tau_max, batch_size, "auto", pre)
+        opts.tau = choice.tau
+        set_default_tau(loaded.snn, choice.tau)
     save_model(loaded.snn, out)
     click.echo(f"wrote {out} ({len(p.sites)} neuron layers, tau = {opts.tau})")
 
@@ -137,7 +170,8 @@ def inspect(model: str, maxpool: str) -> None:
 @preprocessing_options
 @data_options
 def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: bool, json_out: str | None,
-             plot: str | None, top5: bool, tau: int | None, calib: str | None, calib_limit: int, calib_rule: str,
+             plot: str | None, top5: bool, tau: str | None, tau_data: str | None, tau_target: int | None,
+             latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
              percentile: float, per_channel: bool, maxpool: str, batch_size: int, limit: int | None,
              device: str, **pre: Any) -> None:
     """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
@@ -147,7 +181,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
 
     if T < 1:
         raise click.BadParameter(f"{T}: the number of time steps must be at least 1.", param_hint="--T")
-    opts = _convert_opts(tau, maxpool, percentile, calib_rule, per_channel)
+    tau_v = _parse_tau(tau)
+    opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     for path in (json_out, plot):
         if path and not Path(path).resolve().parent.is_dir():
             raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
@@ -156,12 +191,18 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         from srp_onnx.load import read_model
 
         loaded.ann = read_model(ann)
+    choice = None
+    if tau_v == "auto":
+        choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre)
+        tau_v = choice.tau
     ds = open_data(data, loaded, limit=limit, overrides=pre)
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
                 "preprocessing": json.loads(ds.preprocessing.to_json())}
     report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds), T=T,
-                      tau=tau, ann=loaded.ann, compare_baseline=compare_baseline, device=device,
-                      settings=settings)
+                      tau=tau_v if isinstance(tau_v, int) else None, ann=loaded.ann,
+                      compare_baseline=compare_baseline, device=device, settings=settings)
+    if choice is not None:
+        report.settings["tau_auto"] = choice.to_json()
     click.echo(format_table(report))
     if top5:
         click.echo(format_table(report, "top5"))
@@ -171,6 +212,44 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         from srp_onnx.plot import plot_accuracy
 
         plot_accuracy(report, plot)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data", required=True, help="Data as for eval.")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG: case shares and firing rates.")
+@convert_options
+@preprocessing_options
+@data_options
+def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | None, tau: str | None,
+            tau_data: str | None, tau_target: int | None, latency_budget: int | None, tau_max: int,
+            calib: str | None, calib_limit: int, calib_rule: str, percentile: float, per_channel: bool, maxpool: str,
+            batch_size: int, limit: int | None, device: str, **pre: Any) -> None:
+    """Per layer, tau = 0 vs SRP: unevenness-error cases, firing rates, silenced neurons, SOPs, energy."""
+    from srp_onnx.analysis import analyze as run_analysis
+    from srp_onnx.analysis import format_analysis
+    from srp_onnx.io import write_text
+    from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
+
+    tau_v = _parse_tau(tau)
+    opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    if tau_v == "auto":
+        tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
+                          pre).tau
+    if not isinstance(tau_v, int):
+        tau_v = int(loaded.metadata.get("srp_onnx.tau", "4"))
+    ds = open_data(data, loaded, limit=limit, overrides=pre)
+    an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T, tau=tau_v)
+    click.echo(format_analysis(an))
+    if json_out:
+        write_text(json_out, json.dumps(an.to_json(), indent=2))
+    if plot:
+        from srp_onnx.plot import plot_analysis
+
+        plot_analysis(an, plot)
 
 
 @main.command()

@@ -13,8 +13,16 @@ F = Callable[..., Any]
 def convert_options(f: F) -> F:
     """Options of `convert`, also taken by `eval`/`inspect` when given an ANN."""
     for opt in reversed([
-        click.option("--tau", type=int, default=None,
-                     help="Pre-simulation steps (SRP). Default 4 for convert; eval uses the model's."),
+        click.option("--tau", default=None, metavar="N|auto",
+                     help="Pre-simulation steps (SRP). Default 4 for convert; eval uses the model's. "
+                          "'auto' chooses it on a calibration split (never the test split)."),
+        click.option("--tau-data", default=None, metavar="DATA",
+                     help="Data for --tau auto (its calibration split; default: --data's or --calib's)."),
+        click.option("--tau-target", type=click.IntRange(min=1), default=None,
+                     help="--tau auto maximises accuracy at this T (default: --T, or 8)."),
+        click.option("--latency-budget", type=click.IntRange(min=2), default=None,
+                     help="--tau auto maximises accuracy at tau + T = this budget instead."),
+        click.option("--tau-max", type=click.IntRange(min=0), default=16, show_default=True),
         click.option("--calib", "calib", metavar="DATA", default=None,
                      help="Calibration data for ReLU thresholds: .npz, dataset folder, mnist or digits."),
         click.option("--calib-limit", type=int, default=1000, show_default=True,

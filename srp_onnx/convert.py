@@ -198,6 +198,12 @@ def read_layers(model: onnx.ModelProto) -> list[Site]:
     return sites_from_json(meta[f"{META}layers"])
 
 
+def set_default_tau(model: onnx.ModelProto, tau: int) -> None:
+    for m in model.metadata_props:
+        if m.key == f"{META}tau":
+            m.value = str(tau)
+
+
 def is_spiking(model: onnx.ModelProto) -> bool:
     return any(m.key == f"{META}layers" for m in model.metadata_props)
 

@@ -168,3 +168,50 @@ def format_table(report: EvalReport, metric: str = "top1") -> str:
         else:
             lines.append(f"{r.name:<16}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class TauChoice:
+    tau: int
+    curve: list[tuple[int, int, float]]  # (tau, t, top-1 %) seen on the calibration split
+    criterion: str
+
+    def to_json(self) -> dict:
+        return {"tau": self.tau, "criterion": self.criterion,
+                "curve": [{"tau": a, "t": t, "top1": acc} for a, t, acc in self.curve]}
+
+    def format(self) -> str:
+        rows = "  ".join(f"tau={a}: {acc:.2f}" for a, _, acc in self.curve)
+        return f"tau auto ({self.criterion}), calibration-split top-1: {rows} -> tau = {self.tau}"
+
+
+def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
+               T: int | None = None, budget: int | None = None, max_tau: int = 16,
+               device: str = "auto") -> TauChoice:
+    """Pick tau on *calibration* batches: best accuracy at step T, or at tau + t = budget.
+
+    Ties go to the smaller tau (lower latency). The caller must pass batches of a split
+    that is not the test split.
+    """
+    if (T is None) == (budget is None):
+        raise ValueError("give exactly one of T and budget")
+    model = SpikingModel(snn, device=device, quiet=True)
+    if budget is not None:
+        taus = [(a, budget - a) for a in range(0, min(max_tau, budget - 1) + 1)]
+        criterion = f"latency budget tau + T = {budget}"
+    else:
+        taus = [(a, T) for a in range(0, max_tau + 1)]
+        criterion = f"accuracy at T = {T}"
+    correct = np.zeros(len(taus))
+    n = 0
+    for x, y in batches():
+        y = np.asarray(y, np.int64)
+        for k, (a, t) in enumerate(taus):
+            logits = model.simulate(x, t, a).logits
+            correct[k] += int(topk_correct(logits.astype(np.float64).sum(0), y, 1))
+        n += len(y)
+    if n == 0:
+        raise DataError("the calibration split holds no images; tau cannot be chosen.")
+    acc = 100.0 * correct / n
+    best = int(np.flatnonzero(acc == acc.max())[0])
+    return TauChoice(taus[best][0], [(a, t, float(v)) for (a, t), v in zip(taus, acc)], criterion)

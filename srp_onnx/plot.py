@@ -49,3 +49,37 @@ def plot_accuracy(report, path: str | os.PathLike[str]) -> None:
     ax.legend()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_analysis(an, path: str | os.PathLike[str]) -> None:
+    """Per-layer unevenness-error case shares (stacked) and firing rates, tau = 0 vs SRP."""
+    import numpy as np
+
+    from srp_onnx.analysis import CASES
+
+    plt = _pyplot()
+    runs = an.runs
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4))
+    colors = ["#cccccc", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c"]
+    for ax, run in zip(axes, runs):
+        idx = np.arange(len(run.layers))
+        bottom = np.zeros(len(run.layers))
+        for c, col in zip(CASES, colors):
+            vals = np.array([s.cases[c] for s in run.layers])
+            ax.bar(idx, vals, bottom=bottom, color=col, label=c)
+            bottom += vals
+        ax.set_title("QCFS (tau=0)" if run.tau == 0 else f"SRP (tau={run.tau})")
+        ax.set_xlabel("neuron layer")
+        ax.set_ylabel("share of neurons")
+        ax.set_xticks(idx)
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for run in runs:
+        ax.plot([s.firing_rate for s in run.layers], marker="o",
+                label="QCFS (tau=0)" if run.tau == 0 else f"SRP (tau={run.tau})")
+    ax.set_title("firing rate (spikes / neuron / step)")
+    ax.set_xlabel("neuron layer")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

@@ -83,6 +83,10 @@ def calibrate(plan, batches: Iterable[np.ndarray], *, rule: str = "percentile", 
     for x in batches:
         outs = sess.run(None, {plan.input.name: np.asarray(x, dtype=np.float32)})[1:]
         seen += len(x)
+        bad = next((s.name for s, a in zip(todo, outs) if not np.isfinite(a).all()), None)
+        if bad is not None:
+            raise DataError(f"site '{bad}': the ANN's activations are NaN or Inf on the calibration data. "
+                            "Check the data (NaN/Inf inputs?) and the model.")
         for k, a in enumerate(outs):
             rows = a.shape[1] if per_channel and a.ndim >= 2 else 1
             v = np.moveaxis(a, 1, 0).reshape(rows, -1) if rows > 1 else a.reshape(1, -1)

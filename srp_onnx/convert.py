@@ -36,6 +36,7 @@ from srp_onnx.sites import Site, check_inputs, check_linear, find_sites, sites_f
 FORMAT_VERSION = "1"
 IR_VERSION = 10  # onnxruntime 1.31 reads at most 13; onnx 1.23 writes 14 unless told
 META = "srp_onnx."
+MAX_INPUT_ELEMENTS = 1 << 26  # 64 M values per sample (e.g. 3 x 4096 x 4096): beyond any classifier input
 
 
 @dataclasses.dataclass
@@ -86,13 +87,18 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None) ->
     options.validate()
     model = load_model(path)
     graph = from_onnx(model)
+    for name, value in graph.consts.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ModelError(f"'{path}': tensor '{name}' holds NaN or Inf values. The weights are broken; "
+                             "re-export from a healthy checkpoint.")
     check_inputs(graph)
     ctx = PassContext(maxpool=options.maxpool)
     normalize(graph, ctx)
     make_batch_dynamic(graph, ctx)
     inp = graph.inputs[0]
     if inp.elem_type != onnx.TensorProto.FLOAT:
-        raise ModelError(f"input '{inp.name}' has element type {onnx.TensorProto.DataType.Name(inp.elem_type)}; "
+        kind = {v: k for k, v in onnx.TensorProto.DataType.items()}.get(inp.elem_type, f"#{inp.elem_type}")
+        raise ModelError(f"input '{inp.name}' has element type {kind}; "
                          "srp-onnx converts float32 models. Export the model in float32.")
     if not inp.shape or any(not isinstance(d, int) for d in inp.shape[1:]):
         raise ModelError(f"input '{inp.name}' has shape {inp.shape}: every dimension but the batch must be "
@@ -108,23 +114,35 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None) ->
     return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path))
 
 
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's exception classes (they derive from Exception directly)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as st
+
+    names = ("Fail", "InvalidGraph", "InvalidArgument", "NoSuchFile", "NotImplemented", "RuntimeException",
+             "InvalidProtobuf", "ModelLoaded", "EPFail")
+    return tuple(getattr(st, n) for n in names if hasattr(st, n))
+
+
 def probe_shapes(p: Plan) -> None:
     """Per-sample shape of every site, from onnxruntime runs at batch 1 and 2."""
-    import onnxruntime as ort
-
     from srp_onnx.runtime import cpu_session
 
-    sess = cpu_session(p.ann_model([s.input for s in p.sites]))
+    n_in = int(np.prod(p.input_shape(), dtype=np.int64))
+    if any(d <= 0 for d in p.input_shape()) or n_in > MAX_INPUT_ELEMENTS:
+        raise ModelError(f"input '{p.input.name}' declares shape {list(p.input_shape())} per sample; "
+                         "refused (every dimension must be positive and the sample at most "
+                         f"{MAX_INPUT_ELEMENTS} values).")
     rng = np.random.default_rng(0)
     shapes = []
-    for b in (1, 2):
-        x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)
-        try:
+    try:
+        sess = cpu_session(p.ann_model([s.input for s in p.sites]))
+        for b in (1, 2):
+            x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)
             outs = sess.run(None, {p.input.name: x})
-        except ort.capi.onnxruntime_pybind11_state.Fail as e:  # type: ignore[attr-defined]
-            raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network: "
-                             f"{str(e).splitlines()[0][:200]}") from None
-        shapes.append([o.shape for o in outs])
+            shapes.append([o.shape for o in outs])
+    except ort_errors() as e:
+        raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network: "
+                         f"{str(e).splitlines()[0][:200]}. The model is broken or uses unsupported features.") from None
     p.logits_shape = tuple(int(d) for d in shapes[0][0][1:])
     for s, s1, s2 in zip(p.sites, shapes[0][1:], shapes[1][1:]):
         if s1[0] != 1 or s2[0] != 2 or s1[1:] != s2[1:]:

@@ -187,10 +187,18 @@ def _attr_value(a: onnx.AttributeProto, where: str) -> Any:
     return value
 
 
+def _tensor(t: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - unknown data types, inconsistent sizes in corrupt files
+        raise ModelError(f"tensor '{t.name}' cannot be read ({type(e).__name__}: {str(e)[:80]}); "
+                         "the file is corrupt. Re-export it.") from None
+
+
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     a = node.attribute[0]
     if a.name == "value":
-        return numpy_helper.to_array(a.t)
+        return _tensor(a.t)
     if a.name == "value_float":
         return np.array(a.f, dtype=np.float32)
     if a.name == "value_floats":
@@ -205,14 +213,34 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     )
 
 
+def _check_text(model: onnx.ModelProto) -> None:
+    """Names must be valid UTF-8 (a corrupted file can carry byte garbage in string fields)."""
+    g = model.graph
+    names = [n for node in g.node for n in (node.name, node.op_type, node.domain, *node.input, *node.output)]
+    names += [t.name for t in g.initializer] + [v.name for v in (*g.input, *g.output)] + [g.name]
+    names += [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
+    for v in (*g.input, *g.output, *g.value_info):
+        if v.type.HasField("tensor_type"):
+            names += [d.dim_param for d in v.type.tensor_type.shape.dim if d.HasField("dim_param")]
+    for name in names:
+        try:
+            if not isinstance(name, str):
+                raise UnicodeError
+            name.encode("utf-8")
+        except UnicodeError:
+            raise ModelError(f"the model holds a name that is not valid text ({name!r:.40}); the file is "
+                             "corrupt. Re-export it.") from None
+
+
 def from_onnx(model: onnx.ModelProto) -> Graph:
     """Read a (loaded, validated) model into a :class:`Graph`.
 
     ``Constant`` nodes become entries of ``consts``, so passes and the
     reference simulator see one kind of constant.
     """
+    _check_text(model)
     g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {t.name: _tensor(t) for t in g.initializer}
     nodes: list[Node] = []
     for k, n in enumerate(g.node):
         where = n.name or f"#{k}"

@@ -164,8 +164,8 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     model = read_model(path)
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0][:160]
+    except Exception as e:  # noqa: BLE001 - ValidationError, or a C++ message that is not even valid UTF-8
+        first = (str(e).strip().splitlines() or ["unknown problem"])[0][:160]
         raise ModelError(f"'{path}': not a valid ONNX model ({first}). Re-export it.") from None
     model = normalize_opset(model, str(path))
     return infer_shapes(model)

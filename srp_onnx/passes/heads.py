@@ -40,6 +40,8 @@ def find_logits(graph: Graph, output: str) -> tuple[str, list[str]]:
 
 
 def strip_output_heads(graph: Graph, ctx: PassContext) -> bool:
+    if not graph.outputs:
+        raise ModelError("the graph declares no output. Re-export the model with its logits as output.")
     found = [(o, *find_logits(graph, o.name)) for o in graph.outputs]
     targets = {logits for _, logits, _ in found}
     if len(targets) > 1:

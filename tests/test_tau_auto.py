@@ -1,0 +1,68 @@
+"""--tau auto chooses on the calibration split and never reads the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+import srp_onnx.evaluate as evaluate_mod
+import srp_onnx.pipeline as pipeline
+from srp_onnx_cli.main import main
+
+MODEL = Path(__file__).parent / "data" / "exporters" / "torch_ts_qcfs_cnn.onnx"
+
+
+def test_tau_auto_reads_only_the_calibration_split(monkeypatch, tmp_path):
+    reads: list[tuple[str, bool, bytes]] = []
+    state = {"choosing": False}
+    real_open = pipeline.open_dataset
+
+    def recording_open(spec, *, split="test", preprocessing=None, limit=None):
+        ds = real_open(spec, split=split, preprocessing=preprocessing, limit=limit)
+        real_batches = ds.batches
+
+        def batches(batch_size):
+            for x, y in real_batches(batch_size):
+                for xi in x:
+                    reads.append((split, state["choosing"], xi.tobytes()))
+                yield x, y
+
+        ds.batches = batches
+        return ds
+
+    real_choose = evaluate_mod.choose_tau
+
+    def recording_choose(*a, **kw):
+        state["choosing"] = True
+        try:
+            return real_choose(*a, **kw)
+        finally:
+            state["choosing"] = False
+
+    monkeypatch.setattr(pipeline, "open_dataset", recording_open)
+    monkeypatch.setattr(evaluate_mod, "choose_tau", recording_choose)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["eval", str(MODEL), "--data", "digits", "--tau", "auto", "--T", "4",
+                                  "--tau-max", "6", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    chosen = [rd for rd in reads if rd[1]]
+    assert chosen and {rd[0] for rd in chosen} == {"calib"}
+    tested = {rd[2] for rd in reads if not rd[1]}
+    assert {rd[0] for rd in reads if not rd[1]} == {"test"}
+    assert not tested & {rd[2] for rd in chosen}, "an image of the test split was used to choose tau"
+    res = json.loads(out.read_text())
+    curve = res["settings"]["tau_auto"]["curve"]
+    assert [c["tau"] for c in curve] == list(range(7))
+    best = max(c["top1"] for c in curve)
+    assert res["settings"]["tau"] == res["settings"]["tau_auto"]["tau"]
+    assert next(c for c in curve if c["tau"] == res["settings"]["tau"])["top1"] == best
+    assert "tau auto" in r.stderr
+
+
+def test_tau_auto_refuses_a_single_split_npz(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    r = CliRunner().invoke(main, ["eval", str(MODEL), "--data", str(tmp_path / "d.npz"), "--tau", "auto"])
+    assert r.exit_code == 2 and "--tau-data" in r.stderr

@@ -30,8 +30,8 @@ class Group(click.Group):
         except SrpOnnxError as e:
             click.echo(f"srp-onnx: error: {e}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("srp-onnx: interrupted; nothing was written.", err=True)
+        except KeyboardInterrupt as e:
+            click.echo(f"srp-onnx: {e or 'interrupted; nothing was written'}.", err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise

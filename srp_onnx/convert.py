@@ -129,9 +129,9 @@ def probe_shapes(p: Plan) -> None:
 
     n_in = int(np.prod(p.input_shape(), dtype=np.int64))
     if any(d <= 0 for d in p.input_shape()) or n_in > MAX_INPUT_ELEMENTS:
-        raise ModelError(f"input '{p.input.name}' declares shape {list(p.input_shape())} per sample; "
-                         "refused (every dimension must be positive and the sample at most "
-                         f"{MAX_INPUT_ELEMENTS} values).")
+        raise ModelError(f"'{p.source}': input '{p.input.name}' declares shape {list(p.input_shape())} per "
+                         "sample; refused (every dimension must be positive and a sample at most "
+                         f"{MAX_INPUT_ELEMENTS} values). Export with the real input size.")
     rng = np.random.default_rng(0)
     shapes = []
     try:

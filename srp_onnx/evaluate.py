@@ -24,6 +24,14 @@ from srp_onnx.metrics import StepAccuracy, topk_correct
 from srp_onnx.runtime import SpikingModel, select_providers
 
 
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during evaluation; says how far it got."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"interrupted after {done} of {total} images; no results were written")
+        self.done, self.total = done, total
+
+
 @dataclasses.dataclass
 class Row:
     name: str
@@ -140,6 +148,8 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
                 ann_top5 += int(topk_correct(out, y, 5))
             n += len(y)
             bar.update(len(y))
+    except KeyboardInterrupt:
+        raise EvalInterrupted(n, total) from None
     finally:
         bar.close()
     if n == 0:

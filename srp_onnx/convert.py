@@ -226,8 +226,18 @@ def is_spiking(model: onnx.ModelProto) -> bool:
     return any(m.key == f"{META}layers" for m in model.metadata_props)
 
 
-__all__ = ["ConvertOptions", "Node", "Plan", "convert", "emit_step_graph", "plan", "probe_shapes", "read_layers",
-           "save_model", "is_spiking"]
+__all__ = [
+    "ConvertOptions",
+    "Node",
+    "Plan",
+    "convert",
+    "emit_step_graph",
+    "is_spiking",
+    "plan",
+    "probe_shapes",
+    "read_layers",
+    "save_model",
+]
 
 
 def ann_from_snn(model: onnx.ModelProto) -> onnx.ModelProto:

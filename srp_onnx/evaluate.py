@@ -207,10 +207,10 @@ def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.nda
         raise ValueError("give exactly one of T and budget")
     model = SpikingModel(snn, device=device, quiet=True)
     if budget is not None:
-        taus = [(a, budget - a) for a in range(0, min(max_tau, budget - 1) + 1)]
+        taus = [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)]
         criterion = f"latency budget tau + T = {budget}"
     else:
-        taus = [(a, T) for a in range(0, max_tau + 1)]
+        taus = [(a, T) for a in range(max_tau + 1)]
         criterion = f"accuracy at T = {T}"
     correct = np.zeros(len(taus))
     n = 0

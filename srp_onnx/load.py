@@ -140,7 +140,7 @@ def normalize_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         return model
     try:
         return version_converter.convert_version(model, WORKING_OPSET)
-    except Exception as e:  # the converter raises bare RuntimeErrors with C++ text
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors with C++ text
         if opset >= 13:
             return model  # ops we handle have had stable signatures since opset 13
         raise ModelError(
@@ -152,10 +152,10 @@ def normalize_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - shape inference is best effort
         try:
             return shape_inference.infer_shapes(model)
-        except Exception:
+        except Exception:  # noqa: BLE001
             return model  # shapes are probed with onnxruntime later anyway
 
 

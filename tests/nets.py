@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class QCFS(nn.Module):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
-
 from graphs import mlp, save
 from srp_onnx_cli.main import main
 

@@ -11,12 +11,12 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-
-from srp_onnx.data import METADATA_KEY, PRESETS
 from srp_onnx_cli.main import main
 
+from srp_onnx.data import METADATA_KEY, PRESETS
+
 torch = pytest.importorskip("torch")
-import nets  # noqa: E402
+import nets
 
 N_IMG = 24
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from graphs import mlp
 from onnx import TensorProto, helper, numpy_helper
 
-from graphs import mlp
 from srp_onnx.calibrate import calibrate
 from srp_onnx.convert import ConvertOptions, convert, plan
 from srp_onnx.errors import SrpOnnxError
@@ -123,8 +123,8 @@ def random_graph(rng: np.random.Generator) -> onnx.ModelProto:
         elif layer in ("relu", "sigmoid", "tanh"):
             nodes.append(helper.make_node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[layer], [cur], [out]))
         elif layer == "clip":
-            nodes.append(helper.make_node("Clip", [cur, const(f"lo{k}", 0.0), const(f"hi{k}", float(rng.uniform(.5, 4)))],
-                                          [out]))
+            hi = const(f"hi{k}", float(rng.uniform(0.5, 4)))
+            nodes.append(helper.make_node("Clip", [cur, const(f"lo{k}", 0.0), hi], [out]))
         elif layer == "qcfs":
             up = const(f"up{k}", float(rng.uniform(0.5, 4)))
             L = const(f"L{k}", 4.0)

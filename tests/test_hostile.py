@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import external_data_helper
-
 from graphs import mlp, save
+from onnx import external_data_helper
+from srp_onnx_cli.main import main
+
 from srp_onnx.convert import convert
 from srp_onnx.runtime import SpikingModel
-from srp_onnx_cli.main import main
 
 
 def _invoke(args):

@@ -14,12 +14,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from srp_onnx import reference  # noqa: E402
-from srp_onnx.convert import ConvertOptions, convert  # noqa: E402
-from srp_onnx.graph import from_onnx  # noqa: E402
-from srp_onnx.runtime import SpikingModel  # noqa: E402
+import nets
 
-import nets  # noqa: E402
+from srp_onnx import reference
+from srp_onnx.convert import ConvertOptions, convert
+from srp_onnx.graph import from_onnx
+from srp_onnx.runtime import SpikingModel
 
 SHAPE = (3, 8, 8)
 TS = (1, 2, 4, 8, 32)

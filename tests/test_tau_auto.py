@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from srp_onnx_cli.main import main
 
 import srp_onnx.evaluate as evaluate_mod
-import srp_onnx.pipeline as pipeline
-from srp_onnx_cli.main import main
+from srp_onnx import pipeline
 
 MODEL = Path(__file__).parent / "data" / "exporters" / "torch_ts_qcfs_cnn.onnx"
 

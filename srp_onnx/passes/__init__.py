@@ -27,7 +27,7 @@ class PassContext:
 
 Pass = Callable[[Graph, PassContext], bool]
 
-from srp_onnx.passes import batchnorm, constants, heads, identity, maxpool  # noqa: E402
+from srp_onnx.passes import batchnorm, constants, heads, identity, maxpool  # noqa: E402 - they import PassContext
 
 NORMALIZE_PASSES: tuple[Pass, ...] = (
     heads.strip_output_heads,

@@ -22,7 +22,8 @@ def replace_maxpool(graph: Graph, ctx: PassContext) -> bool:
         if node.op == "GlobalMaxPool":
             node.op = "GlobalAveragePool"
         else:
-            keep = {k: v for k, v in node.attrs.items() if k in ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad")}
+            kept = ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad")
+            keep = {k: v for k, v in node.attrs.items() if k in kept}
             keep["count_include_pad"] = 1
             node.op, node.attrs = "AveragePool", keep
             node.outputs = node.outputs[:1]

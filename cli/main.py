@@ -144,8 +144,9 @@ def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
     from srp_onnx.convert import ConvertOptions, plan, probe_shapes
 
-    p = plan(model, ConvertOptions(maxpool=maxpool))
-    probe_shapes(p)
+    p = plan(model, ConvertOptions(maxpool=maxpool), collect=True)
+    if not p.problems:
+        probe_shapes(p)
     click.echo(f"input '{p.input.name}' {list(p.input.shape or [])}, logits '{p.logits}' "
                f"{list(p.logits_shape or [])}")
     click.echo(_site_table(p.sites))
@@ -154,6 +155,11 @@ def inspect(model: str, maxpool: str) -> None:
     need = [s.name for s in p.sites if s.theta is None]
     if need:
         click.echo(f"needs calibration data (--calib) for {len(need)} ReLU layer(s)")
+    if p.problems:
+        for e in p.problems[1:]:
+            click.echo(f"would fail: {e}")
+        click.echo(f"convertible: no ({len(p.problems)} problem(s))")
+        raise p.problems[0]
     click.echo("convertible: yes")
 
 

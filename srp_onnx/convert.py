@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from srp_onnx import __version__
-from srp_onnx.errors import ModelError, UsageError
+from srp_onnx.errors import ModelError, UnsupportedNodeError, UsageError
 from srp_onnx.graph import Graph, Node, ValueInfo, from_onnx, to_onnx
 from srp_onnx.io import write_bytes
 from srp_onnx.load import file_sha256, load_model
@@ -70,6 +70,7 @@ class Plan:
     source_sha256: str
     source: str
     logits_shape: tuple[int, ...] | None = None  # per sample, set by probe_shapes
+    problems: list[UnsupportedNodeError] = dataclasses.field(default_factory=list)  # collect=True only
 
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.input.shape[1:])  # type: ignore[union-attr, arg-type]
@@ -81,8 +82,12 @@ class Plan:
         return to_onnx(g, ir_version=IR_VERSION)
 
 
-def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None) -> Plan:
-    """Load, normalize and find the sites; no calibration, nothing written."""
+def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *, collect: bool = False) -> Plan:
+    """Load, normalize and find the sites; no calibration, nothing written.
+
+    With ``collect``, unsupported nodes are gathered in ``Plan.problems`` instead of raised
+    (``inspect`` shows them all at once).
+    """
     options = options or ConvertOptions()
     options.validate()
     model = load_model(path)
@@ -103,15 +108,16 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None) ->
     if not inp.shape or any(not isinstance(d, int) for d in inp.shape[1:]):
         raise ModelError(f"input '{inp.name}' has shape {inp.shape}: every dimension but the batch must be "
                          "fixed. Export with a fixed input size.")
-    sites = find_sites(graph)
-    check_linear(graph, sites)
-    if not sites:
+    problems: list[UnsupportedNodeError] | None = [] if collect else None
+    sites = find_sites(graph, problems)
+    check_linear(graph, sites, problems)
+    if not sites and not problems:
         raise ModelError(f"'{path}': no activation (ReLU, Clip, QCFS) found between linear layers; "
                          "there is nothing to turn into spiking neurons.")
     logits = graph.outputs[0].name
     if any(s.output == logits for s in sites):
         ctx.note(f"the network ends with an activation: '{logits}' is a neuron layer's output")
-    return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path))
+    return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path), problems=problems or [])
 
 
 def ort_errors() -> tuple[type[BaseException], ...]:

@@ -212,7 +212,14 @@ def _describe_chain(chain: list[Node]) -> str:
     return " -> ".join(f"{n.name} ({n.op})" for n in chain)
 
 
-def find_sites(graph: Graph) -> list[Site]:
+def _refuse(error: UnsupportedNodeError, problems: list[UnsupportedNodeError] | None) -> None:
+    """Raise, or collect when the caller wants every problem at once (``inspect``)."""
+    if problems is None:
+        raise error
+    problems.append(error)
+
+
+def find_sites(graph: Graph, problems: list[UnsupportedNodeError] | None = None) -> list[Site]:
     """Find and classify every activation chain; refuse chains that are no known activation."""
     sites: list[Site] = []
     for chain in _chains(graph):
@@ -233,11 +240,11 @@ def find_sites(graph: Graph) -> list[Site]:
                               source={"qcfs": "QCFS lambda", "clip": "Clip upper bound", "relu": ""}[kind.kind]))
             break
         else:
-            raise UnsupportedNodeError(
+            _refuse(UnsupportedNodeError(
                 f"{chain[first].describe()}: the elementwise chain {_describe_chain(chain)} computes neither "
                 "ReLU, Clip(0, c) nor a QCFS staircase c*clip(floor(x*L/c+0.5)/L, 0, 1), so it has no "
                 "integrate-and-fire equivalent. Replace it by one of these activations and re-export."
-            )
+            ), problems)
     return sites
 
 
@@ -258,7 +265,7 @@ SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div by constan
                   "Clip(0, c), QCFS")
 
 
-def check_linear(graph: Graph, sites: list[Site]) -> None:
+def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None) -> None:
     """Every activation-carrying node outside the sites must pass spikes through linearly."""
     in_site = {n for s in sites for n in s.nodes}
     carrying = activation_tensors(graph)
@@ -268,30 +275,34 @@ def check_linear(graph: Graph, sites: list[Site]) -> None:
         if node.op in _SHAPE_OPS:
             continue
         if node.op in ("MaxPool", "GlobalMaxPool"):
-            raise UnsupportedNodeError(
+            _refuse(UnsupportedNodeError(
                 f"{node.describe()}: max pooling of spike trains is not rate-equivalent to max pooling "
                 "of activations (the max of rates is not the rate of the max). Retrain with AvgPool, or "
                 "pass --maxpool avg to replace it by average pooling (this changes the network)."
-            )
+            ), problems)
+            continue
         if node.op not in LINEAR or node.domain not in ("", "ai.onnx"):
-            raise UnsupportedNodeError(
+            _refuse(UnsupportedNodeError(
                 f"{node.describe()}: has no spiking equivalent between neuron layers. "
                 f"Supported: {SUPPORTED_TEXT}. Replace it and re-export."
-            )
+            ), problems)
+            continue
         carried = [k for k, i in enumerate(node.inputs) if i in carrying]
         static_slots = _STATIC_SLOTS.get(node.op, ())
         if node.op in ("Mul", "Div", "MatMul", "Gemm", "Conv", "ConvTranspose") and len(carried) > 1:
-            raise UnsupportedNodeError(
+            _refuse(UnsupportedNodeError(
                 f"{node.describe()}: multiplies two activation tensors {[node.inputs[k] for k in carried]}; "
                 "a product of spike trains is not the product of their rates. Only products with "
                 "constant weights can be converted."
-            )
+            ), problems)
+            continue
         bad = [k for k in carried if k in static_slots]
         if bad:
-            raise UnsupportedNodeError(
+            _refuse(UnsupportedNodeError(
                 f"{node.describe()}: input '{node.inputs[bad[0]]}' (position {bad[0]}) depends on the "
                 "network input, where a constant is expected. Export with constant weights/shapes."
-            )
+            ), problems)
+            continue
 
 
 def check_inputs(graph: Graph) -> None:

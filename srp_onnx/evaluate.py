@@ -177,6 +177,8 @@ def format_table(report: EvalReport, metric: str = "top1") -> str:
             lines.append(f"{r.name:<16}" + f"{vals[0]:>9.2f}" + "  (ANN)")
         else:
             lines.append(f"{r.name:<16}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
+            if r.tau:
+                lines.append(f"{'  total steps':<16}" + "".join(f"{r.tau + t:>9d}" for t in steps))
     return "\n".join(lines)
 
 

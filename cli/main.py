@@ -193,10 +193,15 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         if path and not Path(path).resolve().parent.is_dir():
             raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    anns = {"ANN": loaded.ann} if loaded.ann is not None else {}
     if ann:
         from srp_onnx.load import read_model
 
-        loaded.ann = read_model(ann)
+        anns = {"ANN": read_model(ann)}
+    elif loaded.plan is not None and any("--maxpool avg" in n for n in loaded.plan.notes):
+        from srp_onnx.load import read_model
+
+        anns = {"ANN (MaxPool)": read_model(model), "ANN (AvgPool)": loaded.ann}
     choice = None
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre)
@@ -205,7 +210,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
                 "preprocessing": json.loads(ds.preprocessing.to_json())}
     report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds), T=T,
-                      tau=tau_v if isinstance(tau_v, int) else None, ann=loaded.ann,
+                      tau=tau_v if isinstance(tau_v, int) else None, ann=anns,
                       compare_baseline=compare_baseline, device=device, settings=settings)
     if choice is not None:
         report.settings["tau_auto"] = choice.to_json()

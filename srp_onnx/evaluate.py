@@ -110,7 +110,8 @@ class Progress:
 
 
 def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *, total: int,
-             T: int, tau: int | None = None, ann: onnx.ModelProto | None = None, compare_baseline: bool = False,
+             T: int, tau: int | None = None, ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None,
+             compare_baseline: bool = False,
              device: str = "auto", num_classes: int | None = None, progress: bool = True,
              settings: dict | None = None) -> EvalReport:
     model = SpikingModel(snn, device=device)
@@ -119,15 +120,17 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
     if compare_baseline and tau > 0:
         runs.insert(0, ("QCFS", 0))
     accs = {name: StepAccuracy(T) for name, _ in runs}
-    ann_sess = None
-    if ann is not None:
+    anns = {"ANN": ann} if isinstance(ann, onnx.ModelProto) else dict(ann or {})
+    ann_sessions = {}
+    if anns:
         import onnxruntime as ort
 
         from srp_onnx.runtime import _session_options
 
-        ann_sess = ort.InferenceSession(ann.SerializeToString(), _session_options(),
-                                        providers=select_providers(device, quiet=True))
-        ann_top1 = ann_top5 = 0
+        for name, m in anns.items():
+            ann_sessions[name] = ort.InferenceSession(m.SerializeToString(), _session_options(),
+                                                      providers=select_providers(device, quiet=True))
+    ann_correct = {name: [0, 0] for name in anns}
     n = 0
     bar = Progress(total, enabled=progress)
     try:
@@ -142,10 +145,10 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
                 if y.max() >= K:
                     raise DataError(f"label {int(y.max())} is out of range for a model with {K} outputs.")
                 accs[name].update(logits, y)
-            if ann_sess is not None:
-                out = ann_sess.run(None, {ann_sess.get_inputs()[0].name: x})[0]
-                ann_top1 += int(topk_correct(out, y, 1))
-                ann_top5 += int(topk_correct(out, y, 5))
+            for name, sess in ann_sessions.items():
+                out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+                ann_correct[name][0] += int(topk_correct(out, y, 1))
+                ann_correct[name][1] += int(topk_correct(out, y, 5))
             n += len(y)
             bar.update(len(y))
     except KeyboardInterrupt:
@@ -155,8 +158,8 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
     if n == 0:
         raise DataError("the dataset yielded no images. Check --data and --limit.")
     rows = []
-    if ann_sess is not None:
-        rows.append(Row("ANN", None, [100.0 * ann_top1 / n], [100.0 * ann_top5 / n]))
+    for name, (c1, c5) in ann_correct.items():
+        rows.append(Row(name, None, [100.0 * c1 / n], [100.0 * c5 / n]))
     for name, t in runs:
         a = accs[name]
         rows.append(Row(f"{name} (tau={t})", t, [float(v) for v in a.percent("top1")],

@@ -730,11 +730,21 @@ def AveragePool(node: NodeLike, ins: Inputs, opset: int) -> Array:
 def MaxPool(node: NodeLike, ins: Inputs, opset: int) -> Array:
     x = ins[0]
     assert x is not None
-    if len(node.outputs) > 1 and node.outputs[1]:
-        raise NotImplementedError(f"reference simulator: MaxPool Indices output (node '{node.name}')")
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     wins, _, nsp = _pool_input(node, x, fill, count=False)
-    return wins.max(axis=tuple(range(-nsp, 0)))
+    y = wins.max(axis=tuple(range(-nsp, 0)))
+    if not (len(node.outputs) > 1 and node.outputs[1]):
+        return y
+    # Indices: flat positions in x (batch and channel included, padding not counted) of the
+    # first maximum of each window in row-major window order.
+    if _attr(node, "storage_order", 0):
+        raise NotImplementedError(f"reference simulator: MaxPool storage_order=1 (node '{node.name}')")
+    pos = np.arange(x.size, dtype=np.float64).reshape(x.shape)
+    pwins, _, _ = _pool_input(node, pos, -1.0, count=False)
+    flat_v = wins.reshape(*wins.shape[: wins.ndim - nsp], -1)
+    flat_p = pwins.reshape(*pwins.shape[: pwins.ndim - nsp], -1)
+    first = np.argmax(flat_v, axis=-1)[..., None]
+    return y, np.take_along_axis(flat_p, first, axis=-1)[..., 0].astype(np.int64)
 
 
 def GlobalAveragePool(node: NodeLike, ins: Inputs, opset: int) -> Array:

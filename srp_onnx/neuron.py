@@ -1,7 +1,7 @@
 """The integrate-and-fire neuron with soft reset, as ONNX nodes.
 
-State per neuron layer, in units of theta (srp-algorithm.md section 2):
-``v`` (membrane) and ``mask`` (SRP, section 3). One step with input current x:
+State per neuron layer, in units of theta (srp-algorithm.md section 2): ``v``
+(membrane) and ``mask`` (SRP, section 3). One step with input current x:
 
     u      = v + x / theta          charge
     s      = [u >= 1]               fire
@@ -10,10 +10,18 @@ State per neuron layer, in units of theta (srp-algorithm.md section 2):
     out    = spikes * theta
 
 At the start of a batch v = 0.5 and mask = 1. During the tau pre-simulation
-steps mask stays 1 (outputs unmasked). Right after step tau the *reset
-graph* sets mask = [v > 1e-3] and v = 0.5 for every layer; the T steps after
-it use that mask. Both state tensors are graph inputs and outputs of the
-step graph, so the runtime owns them and T is chosen at run time.
+steps mask stays 1 (outputs unmasked). Right after step tau the reset sets
+mask = [v > 1e-3] and v = 0.5 for every layer; the T steps after it use that
+mask.
+
+Two forms. :func:`emit_neuron` writes the saved step graph exactly as above,
+with ``{site}__v`` and ``{site}__mask`` as graph inputs (the format other tools
+read). :func:`emit_fast_neuron` writes what the runtime executes (lower.py):
+theta is folded into the weights around it, so ``u = v + x; s = [u >= 1];
+v' = u - s`` and ``out = s``; and the mask lives in the membrane: the reset
+graph sets ``v = 0.5 if v > 1e-3 else -inf``. A neuron at ``-inf`` never fires
+again (``-inf + x < 1``; ``-inf + inf`` is NaN, which never fires either), which
+is exactly ``s * mask`` with ``mask = 0``, and no step multiplies by a mask.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from srp_onnx.graph import Graph, Node, ValueInfo
 
 V_INIT = 0.5
 MASK_EPS = 1e-3
+# The nodes emit_neuron writes for a layer are named f"{site}__{kind}" with these kinds.
+SAVED_NEURON_NODES = ("charge", "integrate", "fire", "spike", "reset", "mask_spikes", "out")
 
 
 def state_names(site_name: str) -> dict[str, str]:
@@ -59,26 +69,62 @@ def emit_neuron(graph: Graph, site_name: str, x: str, y: str, theta: np.ndarray,
     graph.outputs.append(ValueInfo(n["v_next"], dims))
 
 
-def reset_graph(site_names: list[str], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
-    """The SRP step after pre-simulation, for all layers: mask = [v > 1e-3], v = 0.5.
+def emit_fast_neuron(graph: Graph, site_name: str, x: str, s: str, theta: np.ndarray | None = None) -> None:
+    """Append the execution-graph neuron (see the module docstring): ``x`` in units of theta -> spikes ``s``.
 
-    Inputs ``{name}__v``; outputs ``{name}__mask`` and ``{name}__v_next``.
+    With ``theta`` given, ``x`` is in true units and the neuron divides by theta
+    first and writes ``s * theta`` to ``s`` (the unfolded form, for per-channel
+    thresholds or ``fold_theta=False``); the 0/1 spikes are then ``{site}__spikes``.
     """
+    n = state_names(site_name)
+    one = graph.add_const(f"{site_name}__one", np.array(1.0, dtype=np.float32))
+    u, fire = (graph.fresh_name(f"{site_name}__{k}") for k in ("u", "fire"))
+    spikes = s if theta is None else n["spikes"]
+    if theta is not None:
+        t = graph.add_const(f"{site_name}__theta", np.asarray(theta, dtype=np.float32))
+        charge = graph.fresh_name(f"{site_name}__charge")
+        graph.nodes.append(Node("Div", [x, t], [charge], name=f"{site_name}__charge"))
+        x = charge
+    graph.nodes += [
+        Node("Add", [n["v"], x], [u], name=f"{site_name}__integrate"),
+        Node("GreaterOrEqual", [u, one], [fire], name=f"{site_name}__fire"),
+        Node("Cast", [fire], [spikes], {"to": TensorProto.FLOAT}, name=f"{site_name}__spike"),
+        Node("Sub", [u, spikes], [n["v_next"]], name=f"{site_name}__reset"),
+    ]
+    if theta is not None:
+        graph.nodes.append(Node("Mul", [spikes, t], [s], name=f"{site_name}__out"))
+
+
+def _state_graph(name: str, site_names: list[str], body, opset: int, ir_version: int) -> onnx.ModelProto:
     nodes, inputs, outputs = [], [], []
-    eps = helper.make_tensor("mask_eps", TensorProto.FLOAT, [], [MASK_EPS])
-    half = helper.make_tensor("v_init", TensorProto.FLOAT, [], [V_INIT])
-    for name in site_names:
-        n = state_names(name)
+    consts = {"mask_eps": MASK_EPS, "v_init": V_INIT, "v_dead": -np.inf}
+    for site in site_names:
+        n = state_names(site)
         inputs.append(helper.make_tensor_value_info(n["v"], TensorProto.FLOAT, None))
-        outputs += [helper.make_tensor_value_info(n["mask"], TensorProto.FLOAT, None),
-                    helper.make_tensor_value_info(n["v_next"], TensorProto.FLOAT, None)]
-        nodes += [
-            helper.make_node("Greater", [n["v"], "mask_eps"], [f"{name}__gt"]),
-            helper.make_node("Cast", [f"{name}__gt"], [n["mask"]], to=TensorProto.FLOAT),
-            helper.make_node("Shape", [n["v"]], [f"{name}__shape"]),
-            helper.make_node("Expand", ["v_init", f"{name}__shape"], [n["v_next"]]),
-        ]
-    g = helper.make_graph(nodes, "srp_reset", inputs, outputs, [eps, half])
+        outputs.append(helper.make_tensor_value_info(n["v_next"], TensorProto.FLOAT, None))
+        nodes += body(site, n["v"], n["v_next"])
+    inits = [helper.make_tensor(k, TensorProto.FLOAT, [], [v]) for k, v in consts.items()]
+    g = helper.make_graph(nodes, name, inputs, outputs, inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="srp-onnx")
     model.ir_version = ir_version
     return model
+
+
+def init_graph(site_names: list[str], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
+    """The start of a batch, for all layers: ``v_next = 0.5`` with the shape of ``v`` (its values unread)."""
+    def body(site: str, v: str, v_next: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Shape", [v], [f"{site}__shape"]),
+                helper.make_node("Expand", ["v_init", f"{site}__shape"], [v_next])]
+    return _state_graph("srp_init", site_names, body, opset, ir_version)
+
+
+def reset_graph(site_names: list[str], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
+    """The SRP step after pre-simulation, for all layers: ``v_next = 0.5 if v > 1e-3 else -inf``.
+
+    Inputs ``{name}__v``, outputs ``{name}__v_next``. The mask lives in the
+    membrane: a silenced neuron (mask 0) is a dead one, ``v = -inf``.
+    """
+    def body(site: str, v: str, v_next: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Greater", [v, "mask_eps"], [f"{site}__keep"]),
+                helper.make_node("Where", [f"{site}__keep", "v_init", "v_dead"], [v_next])]
+    return _state_graph("srp_reset", site_names, body, opset, ir_version)

@@ -139,7 +139,7 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--maxpool", type=click.Choice(["error", "avg"]), default="error", show_default=True)
+@click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True)
 def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
     from srp_onnx.convert import ConvertOptions, plan, probe_shapes

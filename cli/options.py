@@ -32,8 +32,9 @@ def convert_options(f: F) -> F:
         click.option("--percentile", type=float, default=99.99, show_default=True,
                      help="Percentile of positive activations used as threshold."),
         click.option("--per-channel", is_flag=True, help="One calibrated threshold per channel."),
-        click.option("--maxpool", type=click.Choice(["error", "avg"]), default="error", show_default=True,
-                     help="MaxPool has no rate-equivalent: refuse it, or replace it by AvgPool."),
+        click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True,
+                     help="MaxPool has no rate-equivalent: refuse it, gate it (spiking max pool), "
+                          "or replace it by AvgPool."),
     ]):
         f = opt(f)
     return f

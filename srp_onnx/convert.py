@@ -31,6 +31,7 @@ from srp_onnx.load import file_sha256, load_model
 from srp_onnx.neuron import emit_neuron, state_names
 from srp_onnx.passes import PassContext, normalize
 from srp_onnx.passes.batch import make_batch_dynamic
+from srp_onnx.passes.maxpool import gate_maxpool
 from srp_onnx.sites import Site, check_inputs, check_linear, find_sites, sites_from_json, sites_to_json
 
 FORMAT_VERSION = "1"
@@ -42,7 +43,7 @@ MAX_INPUT_ELEMENTS = 1 << 26  # 64 M values per sample (e.g. 3 x 4096 x 4096): b
 @dataclasses.dataclass
 class ConvertOptions:
     tau: int = 4
-    maxpool: str = "error"  # "error" | "avg"
+    maxpool: str = "error"  # "error" | "avg" | "gate"
     percentile: float = 99.99
     calib_rule: str = "percentile"  # "percentile" | "max"
     per_channel: bool = False
@@ -52,8 +53,8 @@ class ConvertOptions:
             raise UsageError(f"--tau {self.tau}: the pre-simulation length must be 0 or more (paper: 4 to 14).")
         if not 0 < self.percentile <= 100:
             raise UsageError(f"--percentile {self.percentile}: must be in (0, 100], e.g. 99.99.")
-        if self.maxpool not in ("error", "avg"):
-            raise UsageError(f"--maxpool {self.maxpool}: choose 'error' or 'avg'.")
+        if self.maxpool not in ("error", "avg", "gate"):
+            raise UsageError(f"--maxpool {self.maxpool}: choose 'error', 'gate' or 'avg'.")
         if self.calib_rule not in ("percentile", "max"):
             raise UsageError(f"--calib-rule {self.calib_rule}: choose 'percentile' or 'max'.")
 
@@ -110,7 +111,8 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
                          "fixed. Export with a fixed input size.")
     problems: list[UnsupportedNodeError] | None = [] if collect else None
     sites = find_sites(graph, problems)
-    check_linear(graph, sites, problems)
+    gates = gate_maxpool(graph, sites, ctx) if options.maxpool == "gate" else set()
+    check_linear(graph, sites, problems, exempt=gates)
     if not sites and not problems:
         raise ModelError(f"'{path}': no activation (ReLU, Clip, QCFS) found between linear layers; "
                          "there is nothing to turn into spiking neurons.")

@@ -265,9 +265,10 @@ SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div by constan
                   "Clip(0, c), QCFS")
 
 
-def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None) -> None:
-    """Every activation-carrying node outside the sites must pass spikes through linearly."""
-    in_site = {n for s in sites for n in s.nodes}
+def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None,
+                 exempt: set[str] | None = None) -> None:
+    """Every activation-carrying node outside the sites (and ``exempt``) must pass spikes through linearly."""
+    in_site = {n for s in sites for n in s.nodes} | (exempt or set())
     carrying = activation_tensors(graph)
     for node in graph.nodes:
         if node.name in in_site or not any(i in carrying for i in node.inputs if i):
@@ -278,7 +279,8 @@ def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNode
             _refuse(UnsupportedNodeError(
                 f"{node.describe()}: max pooling of spike trains is not rate-equivalent to max pooling "
                 "of activations (the max of rates is not the rate of the max). Retrain with AvgPool, or "
-                "pass --maxpool avg to replace it by average pooling (this changes the network)."
+                "pass --maxpool gate (a spiking max pool, where it follows a neuron layer) or --maxpool avg "
+                "(average pooling; this changes the network)."
             ), problems)
             continue
         if node.op not in LINEAR or node.domain not in ("", "ai.onnx"):

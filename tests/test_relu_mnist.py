@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from srp_onnx_cli.main import main
 
 MODEL = Path(__file__).parent / "data" / "mnist" / "torch_relu_mnist.onnx"

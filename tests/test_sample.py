@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from srp_onnx_cli.main import main
 
 from srp_onnx import reference
 from srp_onnx.analysis import analyze
@@ -16,7 +17,6 @@ from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.data import METADATA_KEY, Preprocessing, open_dataset
 from srp_onnx.graph import from_onnx
 from srp_onnx.runtime import SpikingModel
-from srp_onnx_cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "mnist_qcfs.onnx"

@@ -30,3 +30,46 @@ def replace_maxpool(graph: Graph, ctx: PassContext) -> bool:
         ctx.note(f"replaced {node.name} by {node.op} (--maxpool avg): the network changed; compare its ANN accuracy")
         changed = True
     return changed
+
+
+def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
+    """``--maxpool gate``: a spiking max pool that passes the spikes of one neuron per window.
+
+    Max pooling right after a neuron layer (y = act(x)) is rewritten as
+        idx = argmax over each window of the layer's input current x   (MaxPool's Indices)
+        out = y.flatten()[idx]                                         (Reshape + Gather)
+    The activations are non-decreasing, so in the ANN act(x[argmax x]) = max act(x): the
+    rewrite is exact there. In the SNN each window forwards the spike train of the neuron
+    whose input current is largest at this step (exactly the ANN's winner when that current
+    is constant over time, as for a first layer; an approximation deeper in the network).
+    Unlike averaging, it keeps the network. Returns the names of the nodes it wrote, which
+    ``check_linear`` accepts.
+    """
+    import numpy as np
+
+    from srp_onnx.graph import Node
+
+    by_output = {s.output: s for s in sites}
+    written: set[str] = set()
+    for node in list(graph.walk(("MaxPool",))):
+        site = by_output.get(node.inputs[0])
+        if site is None or (len(node.outputs) > 1 and node.outputs[1]):
+            continue
+        base = node.name
+        keep = {k: v for k, v in node.attrs.items()
+                if k in ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad", "dilations")}
+        idx, flat = graph.fresh_name(f"{base}__gate_idx"), graph.fresh_name(f"{base}__gate_flat")
+        shape = graph.add_const(f"{base}__gate_shape", np.array([-1], dtype=np.int64))
+        new = [
+            Node("MaxPool", [site.input], [graph.fresh_name(f"{base}__gate_max"), idx], keep,
+                 name=f"{base}__gate_argmax"),
+            Node("Reshape", [site.output, shape], [flat], name=f"{base}__gate_flatten"),
+            Node("Gather", [flat, idx], [node.outputs[0]], {"axis": 0}, name=f"{base}__gate_select"),
+        ]
+        i = graph.nodes.index(node)
+        graph.nodes[i:i + 1] = new
+        written.update(n.name for n in new)
+        ctx.note(f"replaced {base} (MaxPool) by a spiking max-pool gate (--maxpool gate): each window passes the "
+                 "spikes of the neuron with the largest input current")
+    graph.toposort()
+    return written

@@ -131,6 +131,13 @@ def ort_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(st, n) for n in names if hasattr(st, n))
 
 
+def _batch_shape(dims) -> tuple[int, ...] | None:
+    """Per-sample shape from an inferred (symbolic batch, fixed ...) shape; None when not that."""
+    if not dims or isinstance(dims[0], int) or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return None
+    return tuple(int(d) for d in dims[1:])
+
+
 def probe_shapes(p: Plan) -> None:
     """Per-sample shape of every site, from onnxruntime runs at batch 1 and 2."""
     from srp_onnx.runtime import cpu_session
@@ -140,10 +147,20 @@ def probe_shapes(p: Plan) -> None:
         raise ModelError(f"'{p.source}': input '{p.input.name}' declares shape {list(p.input_shape())} per "
                          "sample; refused (every dimension must be positive and a sample at most "
                          f"{MAX_INPUT_ELEMENTS} values). Export with the real input size.")
+    import onnxruntime as ort
+
     rng = np.random.default_rng(0)
     shapes = []
     try:
-        sess = cpu_session(p.ann_model([s.input for s in p.sites]))
+        # Creating the session checks every node's types and shapes; running it is the slow part, so
+        # it is skipped where ONNX shape inference already gave every site a (batch, fixed...) shape.
+        sess = cpu_session(p.ann_model([s.input for s in p.sites]), level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        inferred = [_batch_shape(p.graph.shapes.get(t)) for t in [p.logits, *(s.input for s in p.sites)]]
+        if all(d is not None for d in inferred):
+            p.logits_shape = inferred[0]
+            for s, d in zip(p.sites, inferred[1:]):
+                s.shape = d
+            return
         for b in (1, 2):
             x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)
             outs = sess.run(None, {p.input.name: x})

@@ -51,10 +51,13 @@ def _session_options(threads: int | None = None):
     return so
 
 
-def cpu_session(model: onnx.ModelProto | bytes, threads: int | None = None):
+def cpu_session(model: onnx.ModelProto | bytes, threads: int | None = None, level=None):
     ort = _ort()
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, _session_options(threads), providers=["CPUExecutionProvider"])
+    so = _session_options(threads)
+    if level is not None:
+        so.graph_optimization_level = level
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 def cuda_available() -> tuple[bool, str]:

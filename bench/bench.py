@@ -509,13 +509,22 @@ def mem_child(kind: str, path: str) -> None:
     print(json.dumps({"base_kb": base, "peak_kb": peak, "state_bytes": state}))
 
 
-def measure_memory(ann: Path, snn: Path, kinds: list[str]) -> dict:
+def measure_memory(ann: Path, snn: Path, kinds: list[str], runs: int) -> dict:
+    """Per variant, the run with the median net peak of ``runs`` fresh interpreters (and the spread).
+
+    Identical runs differ by up to ~10 % (heap layout under address-space randomization), hence several.
+    """
     out = {}
     for kind in kinds:
         path = ann if kind == "ann" else snn
-        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mem-child", kind, str(path)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
-        out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+        got = []
+        for _ in range(runs):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--mem-child", kind, str(path)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            got.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        got.sort(key=lambda r: r["peak_kb"] - r["base_kb"])
+        nets = [r["peak_kb"] - r["base_kb"] for r in got]
+        out[kind] = dict(got[len(got) // 2], net_kb_min=nets[0], net_kb_max=nets[-1], runs=runs)
     return out
 
 
@@ -645,7 +654,8 @@ def bench_net(name: str, arch: str, work: Path, quick: bool, reps: int, budget_s
                  "min": float(torch_t.min() / min(times[k]))} for k in times if k.startswith("SNN")}
     torch_linear = torch_linear_ms(model, x)
     prof = profile_ops(ann_path, snn, inp, work)
-    mem = measure_memory(ann_path, snn_path, ["ann", "step"] + ([] if quick else ["unrolled"]))
+    kinds = ["ann", "step"] + ([] if quick else ["unrolled"])
+    mem = measure_memory(ann_path, snn_path, kinds, 1 if quick else 3)
     log(f"{name}: memory {mem}")
     n_params = sum(int(np.prod(t.dims)) for t in onnx.load(str(ann_path)).graph.initializer)
     return {"name": name, "arch": arch, "convert_s": conv_s, "checks": checks, "agree": agree, "times": times,
@@ -661,9 +671,19 @@ def main() -> None:
                                                               "--quick writes none unless given)")
     ap.add_argument("--work", type=Path, default=None, help="keep the models here (default: a temp folder)")
     ap.add_argument("--mem-child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only re-render a results JSON as markdown")
     args = ap.parse_args()
     if args.mem_child:
         mem_child(*args.mem_child)
+        return
+    if args.render:
+        d = json.loads(args.render.read_text())
+        for k in ("load_start", "load_end"):
+            d["machine"][k] = tuple(d["machine"][k])
+        text = report(d["machine"], d["nets"], d["convert"], d["rounding"], d.get("quick", False))
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text)
         return
     import onnx
     import torch
@@ -696,8 +716,8 @@ def main() -> None:
         tmp_out = out.with_suffix(".tmp")
         tmp_out.write_text(text)
         os.replace(tmp_out, out)
-        (out.with_suffix(".json")).write_text(json.dumps(
-            {"machine": info, "nets": nets, "convert": conv, "rounding": rounding}, indent=1, default=float))
+        results = {"machine": info, "nets": nets, "convert": conv, "rounding": rounding, "quick": args.quick}
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
         log(f"wrote {out}")
     log(f"total {info['wall_s']:.0f} s")
 

@@ -278,15 +278,19 @@ def _split_static(g: Graph, layers: list[Site]) -> tuple[Graph | None, list[str]
     if not head_nodes or static == [inp]:
         return None, static
     types = {t: _elem_type(g, t) for t in static}
-    head = Graph(head_nodes, g.consts, [g.inputs[0]], [ValueInfo(t, None, types[t]) for t in static if t != inp],
-                 g.opset, {}, "srp_head")
+    head = Graph(head_nodes, g.consts, [g.inputs[0]],
+                 [ValueInfo(t, None, types[t]) for t in static if t != inp], g.opset, {}, "srp_head")
     head.prune()
     g.nodes = step_nodes
-    g.inputs = [ValueInfo(t, g.inputs[0].shape if t == inp else None, types[t]) for t in static] + g.inputs[1:]
+    g.inputs = ([ValueInfo(t, g.inputs[0].shape if t == inp else None, types[t]) for t in static]
+                + g.inputs[1:])
     return head, static
 
 
 _INT64_OUT = {("MaxPool", 1), ("Shape", 0), ("Size", 0), ("ArgMax", 0), ("ArgMin", 0), ("NonZero", 0)}
+# Ops whose output has input 0's element type.
+_SAME_TYPE = ("Reshape", "Gather", "Concat", "Squeeze", "Unsqueeze", "Slice", "Identity", "Transpose",
+              "Expand", "Tile", "Flatten", "Split")
 
 
 def _elem_type(g: Graph, name: str) -> int:
@@ -303,8 +307,7 @@ def _elem_type(g: Graph, name: str) -> int:
             if n.op == "Cast":
                 return int(n.attrs["to"])
             first = next((i for i in n.inputs if i), None)
-            if n.op in ("Reshape", "Gather", "Concat", "Squeeze", "Unsqueeze", "Slice", "Identity", "Transpose",
-                        "Expand", "Tile", "Flatten", "Split") and first is not None:
+            if n.op in _SAME_TYPE and first is not None:
                 return _elem_type(g, first)
             return TensorProto.FLOAT
     return next((v.elem_type for v in g.inputs if v.name == name), TensorProto.FLOAT)

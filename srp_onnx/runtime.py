@@ -21,6 +21,7 @@ really loads; otherwise the CPU one, with a single line saying so.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 from typing import Any
@@ -176,6 +177,7 @@ class SpikingModel:
         del model
         self.graphs = lower(graph, read_layers_from(meta), self.logits_name, fold_theta=fold_theta,
                             hoist_static=hoist_static, record_spikes=record_spikes)
+        gc.collect()  # the proto and the replaced weight arrays go now, before onnxruntime copies the rest
         self._weights: dict[str, Any] = {}  # const name -> CPU OrtValue over the lowered array
         names = [s.name for s in self.layers]
         self.head = self.session = None

@@ -89,10 +89,6 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     return choice
 
 
-def _overrides(**kw: Any) -> dict:
-    return kw
-
-
 def _site_table(sites: list) -> str:
     rows = [("layer", "kind", "shape", "theta", "theta from")]
     for s in sites:

@@ -93,3 +93,16 @@ def test_srp_reduces_the_share_of_neurons_that_fire_without_ann_activity():
     base, srp = an.runs
     assert srp.cases["a=0,r>0"] < base.cases["a=0,r>0"]
     assert any(s.silenced > 0 for s in srp.layers)
+
+
+@pytest.mark.parametrize("tau", [0, 4])
+def test_trained_sample_spike_counts_equal_the_reference(tau):
+    model = onnx.load(str(SAMPLE))
+    x, _ = _mnist_test(model, 50)
+    snn, plan = convert(SAMPLE, ConvertOptions(tau=tau))
+    sites = [reference.RefSite(s.input, s.output, float(s.theta)) for s in plan.sites]
+    ref = reference.simulate(from_onnx(model), sites, x, T=8, tau=tau, output=plan.logits)
+    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, tau)
+    for s in plan.sites:
+        np.testing.assert_array_equal(got.spikes[s.name], ref.spikes[s.output], err_msg=s.name)
+    np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-5, atol=1e-5)

@@ -176,7 +176,7 @@ def probe_shapes(p: Plan) -> None:
         s.shape = tuple(int(d) for d in s1[1:])
 
 
-def emit_step_graph(p: Plan, tau: int, *, record_spikes: bool = False) -> onnx.ModelProto:
+def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
     """The spiking step graph for a plan whose sites all have thresholds."""
     g = copy.deepcopy(p.graph)
     drop = {n for s in p.sites for n in s.nodes}
@@ -190,8 +190,6 @@ def emit_step_graph(p: Plan, tau: int, *, record_spikes: bool = False) -> onnx.M
         if theta.ndim == 1 and s.shape and len(s.shape) > 1:
             theta = theta.reshape(-1, *([1] * (len(s.shape) - 1)))
         emit_neuron(g, s.name, s.input, s.output, theta, s.shape or ())
-        if record_spikes:
-            g.outputs.append(ValueInfo(state_names(s.name)["spikes"], None))
     g.toposort()
     g.metadata = {k: v for k, v in g.metadata.items() if not k.startswith(META)}
     g.metadata.update(p.graph.metadata)
@@ -253,7 +251,6 @@ def is_spiking(model: onnx.ModelProto) -> bool:
 
 __all__ = [
     "ConvertOptions",
-    "Node",
     "Plan",
     "convert",
     "emit_step_graph",

@@ -48,9 +48,6 @@ class EvalReport:
     settings: dict
     provider: str
 
-    def row(self, name: str) -> Row:
-        return next(r for r in self.rows if r.name == name)
-
     def to_json(self) -> dict:
         import onnxruntime
 

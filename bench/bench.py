@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -43,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BATCH, TAU, T = 32, 4, 8
 STEPS = TAU + T
+MMAP_THRESHOLD = 65536  # the memory runs "+mmap": glibc's mmap threshold fixed (no dynamic raise)
 TARGETS = {"vgg16": {"ratio": 1.10, "torch": 1.15}, "resnet20": {"ratio": 1.6, "torch": 2.0}}
 MEM_FACTOR = 1.3
 CONVERT_TARGET_S = 3.0
@@ -226,6 +228,36 @@ def run_torch_snn(net, neurons, x, T: int, tau: int) -> np.ndarray:
                 for n in neurons:
                     n.end_presim()
     return np.stack(out)
+
+
+# -- a lower bound: the step with a neuron that costs one Add ------------------------------------------
+
+BOUND = "bound: neuron = one Add (timing only)"
+
+
+@contextlib.contextmanager
+def one_add_neuron():
+    """While open, lowering emits ``v' = v + x; s = v'`` for every neuron: wrong outputs, timing only.
+
+    Any exact neuron reads v and x and writes v' (at least this Add's work) and also fires, so a
+    step of this graph bounds from below what any neuron kernel, however fused, could achieve on the
+    same convolutions and layout.
+    """
+    import srp_onnx.lower as lower_mod
+    from srp_onnx.graph import Node
+    from srp_onnx.neuron import state_names
+
+    def emit(graph, site_name: str, x: str, s: str, theta=None) -> None:
+        n = state_names(site_name)
+        graph.nodes += [Node("Add", [n["v"], x], [n["v_next"]], name=f"{site_name}__integrate"),
+                        Node("Identity", [n["v_next"]], [s], name=f"{site_name}__bound")]
+
+    saved = lower_mod.emit_fast_neuron
+    lower_mod.emit_fast_neuron = emit
+    try:
+        yield
+    finally:
+        lower_mod.emit_fast_neuron = saved
 
 
 # -- the saved step graph run as it is (the runtime before the lowering) -------------------------------
@@ -516,11 +548,15 @@ def measure_memory(ann: Path, snn: Path, kinds: list[str], runs: int) -> dict:
     """
     out = {}
     for kind in kinds:
-        path = ann if kind == "ann" else snn
+        base_kind, _, alloc = kind.partition("+")
+        path = ann if base_kind == "ann" else snn
+        env = dict(os.environ)
+        if alloc == "mmap":  # glibc: every block >= 64 KiB mapped and unmapped, none kept in the heap
+            env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
         got = []
         for _ in range(runs):
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--mem-child", kind, str(path)]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--mem-child", base_kind, str(path)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
             got.append(json.loads(res.stdout.strip().splitlines()[-1]))
         got.sort(key=lambda r: r["peak_kb"] - r["base_kb"])
         nets = [r["peak_kb"] - r["base_kb"] for r in got]
@@ -631,6 +667,8 @@ def bench_net(name: str, arch: str, work: Path, quick: bool, reps: int, budget_s
                                                                 fold_theta=False, hoist_static=False)
         sims["lever 2: + theta folded"] = SpikingModel(snn, device="cpu", threads=1, quiet=True,
                                                        hoist_static=False)
+        with one_add_neuron():
+            sims[BOUND] = SpikingModel(snn, device="cpu", threads=1, quiet=True)
     net, neurons = torch_snn(model)
     variants = {"ANN": lambda: ann.run(None, {inp: x})[0]}
     for k, sim in sims.items():
@@ -642,7 +680,7 @@ def bench_net(name: str, arch: str, work: Path, quick: bool, reps: int, budget_s
     log(f"{name}: timing {len(variants)} variants, {reps} repeats")
     times, first = time_variants(variants, reps, budget_s)
     # The same outputs at batch 32 too (from the warm-up calls): every SNN variant equals the step mode.
-    agree = {k: max_diff(v, first["SNN step"]) for k, v in first.items() if k != "ANN"}
+    agree = {k: max_diff(v, first["SNN step"]) for k, v in first.items() if k not in ("ANN", BOUND)}
     with torch.no_grad():
         agree["ANN (ort) vs torch ANN"] = max_diff(first["ANN"], model(torch.from_numpy(x)).numpy())
     summary = summarize(times)
@@ -651,10 +689,10 @@ def bench_net(name: str, arch: str, work: Path, quick: bool, reps: int, budget_s
             f"SNN/(12 ANN) {v['ratio_paired']:.3f}")
     torch_t = np.asarray(times["PyTorch eager SNN"])
     speed = {k: {"paired": float(np.median(torch_t / np.asarray(times[k]))),
-                 "min": float(torch_t.min() / min(times[k]))} for k in times if k.startswith("SNN")}
+                 "min": float(torch_t.min() / min(times[k]))} for k in times if k.startswith("SNN") or k == BOUND}
     torch_linear = torch_linear_ms(model, x)
     prof = profile_ops(ann_path, snn, inp, work)
-    kinds = ["ann", "step"] + ([] if quick else ["unrolled"])
+    kinds = ["ann", "step"] + ([] if quick else ["unrolled", "ann+mmap", "step+mmap"])
     mem = measure_memory(ann_path, snn_path, kinds, 1 if quick else 3)
     log(f"{name}: memory {mem}")
     n_params = sum(int(np.prod(t.dims)) for t in onnx.load(str(ann_path)).graph.initializer)

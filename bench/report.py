@@ -16,6 +16,7 @@ LEVER_TEXT = {
     "SNN unrolled": "instead of one call per step: tau + T steps in one graph, one call per batch "
                     "(compared with SNN step)",
 }
+BOUND = "bound: neuron = one Add (timing only)"  # bench.py's timing-only variant
 LINEAR = ("Conv", "Gemm", "MatMul", "FusedConv")
 NEURON = ("Add", "Sub", "GreaterOrEqual", "Cast", "Mul", "Div", "Floor", "Clip", "Where")
 LAYOUT = ("ReorderInput", "ReorderOutput")
@@ -201,6 +202,16 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
                 "operators that compute the neuron exactly; closing the gap needs a fused neuron kernel (one "
                 "pass reading v and x, writing v and s) or a convolution that accumulates into the membrane, "
                 "i.e. a custom operator.")
+            b = n["summary"].get(BOUND)
+            if b is not None:
+                bsp = n["torch_speedup"][BOUND]["paired"]
+                reach = "reaches" if bsp >= cfg["targets"][arch]["torch"] else "does not reach"
+                add(f"Measured bound: the same step with every neuron replaced by a single Add (`v' = v + x`, "
+                    f"spikes = v'; wrong outputs, timed only) takes {b['median_ms'] / S:.1f} ms per step, "
+                    f"PyTorch eager / bound = {bsp:.2f} (paired median), which {reach} the target. An exact "
+                    "neuron does at least that Add's work (it reads v and x and writes v') and fires too, so "
+                    "a fused neuron kernel would land between this bound and the SNN step mode: on these "
+                    "convolutions the target is at or beyond what any neuron implementation can give.")
         add("")
 
     # -- per-net timings ---------------------------------------------------------------------------------
@@ -305,8 +316,9 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
     add("|---|---|---|---|---|---|---|")
     for n in nets:
         m = n["memory"]
-        ann_net = m["ann"]["peak_kb"] - m["ann"]["base_kb"]
         for k, v in m.items():
+            a = m["ann+mmap"] if k.endswith("+mmap") and "ann+mmap" in m else m["ann"]  # same allocator
+            ann_net = a["peak_kb"] - a["base_kb"]
             net = v["peak_kb"] - v["base_kb"]
             spread = (f" ({v['net_kb_min'] / 1024:.0f}..{v['net_kb_max'] / 1024:.0f})"
                       if v.get("runs", 1) > 1 else "")
@@ -323,6 +335,24 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
         "temporaries. For ResNet-20 the weights are 1 MiB, so these fixed costs are the whole difference; "
         "the unrolled mode holds all steps' temporaries of one graph and needs more.")
     add("")
+    for n in nets:
+        m = n["memory"]
+        if "step+mmap" not in m or "ann+mmap" not in m:
+            continue
+        a_net, s_net = (m[k]["peak_kb"] - m[k]["base_kb"] for k in ("ann+mmap", "step+mmap"))
+        a_def, s_def = (m[k]["peak_kb"] - m[k]["base_kb"] for k in ("ann", "step"))
+        state = m["step"]["state_bytes"] / MiB
+        lim = cfg["mem_factor"] * a_net / 1024 + state
+        add(f"*Allocator, {n['name']}.* The rows `+mmap` run with glibc's mmap threshold fixed at 64 KiB "
+            "(`MALLOC_MMAP_THRESHOLD_=65536`: every block of 64 KiB or more is mapped on allocation and "
+            "unmapped on free). By default glibc raises that threshold after the first large free, so later "
+            "temporaries come from the heap, which fragments and keeps its peak. Step mode net "
+            f"{s_def / 1024:.0f} -> {s_net / 1024:.0f} MiB, ANN net {a_def / 1024:.0f} -> {a_net / 1024:.0f} "
+            f"MiB; against the limit {cfg['mem_factor']} x ANN + state = {lim:.0f} MiB the step mode is then "
+            f"{_verdict(s_net / 1024 <= lim)}. So the rest of the default run's excess is the heap's layout, "
+            "not live tensors. The runtime does not set it: with it, every step maps and zeroes fresh pages "
+            "for its temporaries, which costs time.")
+        add("")
 
     # -- profile ---------------------------------------------------------------------------------------
     add("## Profile (onnxruntime kernel time per op type, ms, minimum over runs)")

@@ -72,16 +72,21 @@ def _convert_opts(tau: int | str | None, maxpool: str, percentile: float, calib_
 
 
 def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_tau: int, batch_size: int,
-              device: str, overrides: dict):
-    """Choose tau on the calibration split of ``data``; print the curve seen (stderr)."""
+              device: str, overrides: dict, test_data: str | None = None):
+    """Choose tau on the calibration split of ``data``; print the curve seen (stderr).
+
+    ``test_data`` is the set the accuracy is then reported on (eval, analyze): a single-split
+    .npz cannot be both, since choosing on it would tune tau on the test images.
+    """
     from srp_onnx.evaluate import choose_tau
     from srp_onnx.pipeline import model_batches, open_data
 
     if not data:
         raise UsageError("--tau auto needs data to choose on: give --tau-data DATA (or --data/--calib).")
-    if str(data).endswith(".npz"):
-        raise UsageError(f"--tau auto: '{data}' is an .npz with a single split, which may be your test set. "
-                         "Give a separate calibration set with --tau-data.")
+    if str(data).endswith(".npz") and test_data is not None and Path(data).resolve() == Path(test_data).resolve():
+        raise UsageError(f"--tau auto: '{data}' is the evaluation data (--data), an .npz with a single split, so "
+                         "tau would be tuned on the test images. Give other data with --tau-data, e.g. a "
+                         "held-out part of the training set.")
     ds = open_data(data, loaded, split="calib", overrides=overrides)
     choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
                         T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device)
@@ -179,7 +184,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
     from srp_onnx.evaluate import evaluate, format_table
     from srp_onnx.io import write_text
-    from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
+    from srp_onnx.pipeline import CalibOptions, model_batches, open_ann, open_data, open_model
 
     if T < 1:
         raise click.BadParameter(f"{T}: the number of time steps must be at least 1.", param_hint="--T")
@@ -191,20 +196,18 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     anns = {"ANN": loaded.ann} if loaded.ann is not None else {}
     if ann:
-        from srp_onnx.load import read_model
-
-        anns = {"ANN": read_model(ann)}
+        anns = {"ANN": open_ann(ann, loaded)}
     elif loaded.plan is not None and any("--maxpool avg" in n for n in loaded.plan.notes):
-        from srp_onnx.load import read_model
-
-        anns = {"ANN (MaxPool)": read_model(model), "ANN (AvgPool)": loaded.ann}
+        anns = {"ANN (MaxPool)": open_ann(model, loaded), "ANN (AvgPool)": loaded.ann}
     choice = None
     if tau_v == "auto":
-        choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre)
+        choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre,
+                           test_data=data)
         tau_v = choice.tau
     ds = open_data(data, loaded, limit=limit, overrides=pre)
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
-                "preprocessing": json.loads(ds.preprocessing.to_json())}
+                "preprocessing": ("none: the .npz holds float model input, used as it is" if ds.preprocessed
+                                  else json.loads(ds.preprocessing.to_json()))}
     report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds), T=T,
                       tau=tau_v if isinstance(tau_v, int) else None, ann=anns,
                       compare_baseline=compare_baseline, device=device, settings=settings)
@@ -245,7 +248,7 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     if tau_v == "auto":
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
-                          pre).tau
+                          pre, test_data=data).tau
     if not isinstance(tau_v, int):
         tau_v = int(loaded.metadata.get("srp_onnx.tau", "4"))
     ds = open_data(data, loaded, limit=limit, overrides=pre)

@@ -299,15 +299,16 @@ def _theta(s) -> np.ndarray | float:
 
 def format_analysis(an: Analysis) -> str:
     lines = [f"analysis on {an.images} images, T = {an.T} (cases compare ANN activation a with SNN mean output r)"]
+    w = max([len("all layers")] + [len(s.name) for run in an.runs for s in run.layers]) + 2  # names in full
     for run in an.runs:
         label = "QCFS (tau=0)" if run.tau == 0 else f"SRP (tau={run.tau})"
         lines.append(f"\n{label}")
-        head = f"  {'layer':<28}{'rate':>7}{'silenced':>9}" + "".join(f"{c:>10}" for c in CASES) + f"{'MAE':>9}"
+        head = f"  {'layer':<{w}}{'rate':>7}{'silenced':>9}" + "".join(f"{c:>10}" for c in CASES) + f"{'MAE':>9}"
         lines.append(head)
         for s in run.layers:
-            lines.append(f"  {s.name[-28:]:<28}{s.firing_rate:>7.3f}{s.silenced:>9.1%}"
+            lines.append(f"  {s.name:<{w}}{s.firing_rate:>7.3f}{s.silenced:>9.1%}"
                          + "".join(f"{s.cases[c]:>10.1%}" for c in CASES) + f"{s.mae:>9.4f}")
-        lines.append(f"  {'all layers':<28}{'':>7}{'':>9}" + "".join(f"{run.cases[c]:>10.1%}" for c in CASES))
+        lines.append(f"  {'all layers':<{w}}{'':>7}{'':>9}" + "".join(f"{run.cases[c]:>10.1%}" for c in CASES))
         lines.append(f"  SOPs/image {run.sops:,.0f} + first-layer MACs {run.first_layer_macs:,.0f} "
                      f"over {run.tau + an.T} steps -> {run.energy_uj:.3f} uJ")
     lines.append(f"\nANN: {an.ann_macs:,.0f} MACs/image -> {an.ann_energy_uj:.3f} uJ "

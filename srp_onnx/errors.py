@@ -16,7 +16,11 @@ class ModelError(SrpOnnxError):
 
 
 class UnsupportedNodeError(ModelError):
-    """A node has no spiking equivalent; the message names it."""
+    """A node has no spiking equivalent; the message names it (``nodes``: the graph nodes concerned)."""
+
+    def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
 
 
 class DataError(SrpOnnxError):

@@ -64,6 +64,39 @@ def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: Cal
     return Loaded(snn, p.ann_model(), p, p.input_shape())
 
 
+def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
+    """The ANN of ``--ann``, normalized as convert does: the logits as its one output, any batch size.
+
+    Without this, onnxruntime's first output could be a label or a probability head (skl2onnx puts
+    the label first) and a model exported with batch 1 could not run a batch. It must take the
+    spiking model's input; a file other than the one converted gets a warning (it is shown as given).
+    """
+    from srp_onnx.graph import ValueInfo, from_onnx, to_onnx
+    from srp_onnx.load import file_sha256, load_model
+    from srp_onnx.passes import PassContext
+    from srp_onnx.passes import normalize as normalize_graph
+    from srp_onnx.passes.batch import make_batch_dynamic
+
+    graph = from_onnx(load_model(path))
+    ctx = PassContext()  # MaxPool stays as it is: this is the ANN the user has
+    normalize_graph(graph, ctx)
+    make_batch_dynamic(graph, ctx)
+    inp = graph.inputs[0]
+    shape = tuple(inp.shape[1:]) if inp.shape else None
+    if shape != tuple(loaded.input_shape):
+        raise UsageError(f"--ann '{path}': its input '{inp.name}' has per-sample shape {shape}, the spiking "
+                         f"model's has {tuple(loaded.input_shape)}. Give the ANN the model was converted from.")
+    source = loaded.metadata.get(f"{META}source_sha256")
+    if source and source != file_sha256(path):
+        print(f"srp-onnx: warning: --ann '{path}' is not the file this spiking model was converted from "
+              "(its sha256 differs); its accuracy is shown as it is.", file=sys.stderr)
+    graph.outputs = [ValueInfo(graph.outputs[0].name, None)]
+    graph.prune()
+    from srp_onnx.convert import IR_VERSION
+
+    return to_onnx(graph, ir_version=IR_VERSION)
+
+
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -114,6 +147,11 @@ def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...]
         if tuple(x.shape[1:]) != tuple(input_shape):
             if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)) and len(input_shape) == 1:
                 x = x.reshape(len(x), -1)
+            elif sorted(x.shape[1:]) == sorted(input_shape) and ds.preprocessed:
+                raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
+                                f"{tuple(input_shape)}: float data is used as it is, so store it in the model's "
+                                "layout (e.g. np.transpose(x, (0, 2, 3, 1)) for NCHW -> NHWC), or store raw "
+                                "uint8 images, which are laid out for the model.")
             else:
                 raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
                                 f"{tuple(input_shape)}. Use data of the model's input size (or --resize/--crop).")

@@ -243,8 +243,8 @@ def find_sites(graph: Graph, problems: list[UnsupportedNodeError] | None = None)
             _refuse(UnsupportedNodeError(
                 f"{chain[first].describe()}: the elementwise chain {_describe_chain(chain)} computes neither "
                 "ReLU, Clip(0, c) nor a QCFS staircase c*clip(floor(x*L/c+0.5)/L, 0, 1), so it has no "
-                "integrate-and-fire equivalent. Replace it by one of these activations and re-export."
-            ), problems)
+                "integrate-and-fire equivalent. Replace it by one of these activations and re-export.",
+                nodes=tuple(n.name for n in chain)), problems)
     return sites
 
 
@@ -269,6 +269,7 @@ def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNode
                  exempt: set[str] | None = None) -> None:
     """Every activation-carrying node outside the sites (and ``exempt``) must pass spikes through linearly."""
     in_site = {n for s in sites for n in s.nodes} | (exempt or set())
+    in_site |= {n for p in problems or () for n in p.nodes}  # a refused chain is reported once
     carrying = activation_tensors(graph)
     for node in graph.nodes:
         if node.name in in_site or not any(i in carrying for i in node.inputs if i):

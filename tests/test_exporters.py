@@ -140,3 +140,24 @@ def test_output_heads_are_dropped_and_reported(name):
     r = CliRunner().invoke(main, ["inspect", str(DATA / f"{name}.onnx")])
     assert r.exit_code == 0, r.output
     assert "dropped output head" in r.output
+
+
+def test_logits_keep_their_source_name_through_the_opset_upgrade(tmp_path):
+    """Where shapes are unknown, onnx's opset 11 -> 13 Softmax adapter wraps it as Flatten(axis=1) ->
+    Softmax -> Reshape (tf2onnx's Keras graphs at opset 11 get this); the logits are still the Gemm's output."""
+    import graphs
+    from onnx import helper
+
+    from srp_onnx.convert import plan
+
+    m = graphs.mlp("Clip")
+    m.graph.output[0].name = "probs"
+    m.graph.node.extend([
+        helper.make_node("Shape", ["logits"], ["logits_shape"], name=""),
+        helper.make_node("Flatten", ["logits"], ["flat"], name="", axis=1),
+        helper.make_node("Softmax", ["flat"], ["soft"], name="softmax", axis=-1),
+        helper.make_node("Reshape", ["soft", "logits_shape"], ["probs"], name=""),
+    ])
+    p = plan(graphs.save(m, tmp_path / "upgraded.onnx"))
+    assert p.logits == "logits"
+    assert any("softmax" in n and "accumulating 'logits'" in n for n in p.notes), p.notes

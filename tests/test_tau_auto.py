@@ -66,3 +66,29 @@ def test_tau_auto_refuses_a_single_split_npz(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
     r = CliRunner().invoke(main, ["eval", str(MODEL), "--data", str(tmp_path / "d.npz"), "--tau", "auto"])
     assert r.exit_code == 2 and "--tau-data" in r.stderr
+
+
+def test_tau_auto_takes_a_separate_npz(tmp_path):
+    """A held-out .npz given with --tau-data is what tau is chosen on; the --data .npz is only tested."""
+    from srp_onnx.data import open_dataset
+    from srp_onnx.pipeline import resolve_preprocessing
+
+    pre = resolve_preprocessing({}, (1, 8, 8), "digits")
+    xc, yc = next(open_dataset("digits", split="calib", preprocessing=pre, limit=100).batches(100))
+    xt, yt = next(open_dataset("digits", split="test", preprocessing=pre, limit=60).batches(60))
+    np.savez(tmp_path / "calib.npz", x=xc, y=yc)
+    np.savez(tmp_path / "test.npz", x=xt, y=yt)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["eval", str(MODEL), "--data", str(tmp_path / "test.npz"), "--tau", "auto",
+                                  "--tau-data", str(tmp_path / "calib.npz"), "--tau-max", "3", "--T", "2",
+                                  "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["images"] == 60 and len(res["settings"]["tau_auto"]["curve"]) == 4
+    assert res["settings"]["preprocessing"].startswith("none")  # float .npz: used as it is, no /255
+    # convert: --tau-data is never the test set there
+    snn = tmp_path / "m.snn.onnx"
+    r = CliRunner().invoke(main, ["convert", str(MODEL), "--tau", "auto", "--tau-data", str(tmp_path / "calib.npz"),
+                                  "--tau-max", "2", "-o", str(snn)])
+    assert r.exit_code == 0, r.output
+    assert "tau auto" in r.stderr

@@ -42,6 +42,7 @@ class Dataset(abc.ABC):
     split: str
     source: str
     preprocessing: Preprocessing
+    preprocessed = False  # True: the data is model input already and ``preprocessing`` is not applied
 
     @abc.abstractmethod
     def __len__(self) -> int:

@@ -27,6 +27,8 @@ __all__ = ["FloatArrayDataset", "open_npz", "read_npz"]
 class FloatArrayDataset(Dataset):
     """Model inputs stored as floats: no raw images, no preprocessing."""
 
+    preprocessed = True
+
     def __init__(
         self,
         x: np.ndarray,

@@ -10,6 +10,10 @@ not sum to the rate-coded value. From every graph output we walk upstream:
 The tensor feeding the most upstream head op of each output is that
 output's logits; all outputs must agree on one tensor, which becomes the
 graph's only output. An output with no head op is its own logits.
+3. Upstream of the most upstream head op, a reshaping op that keeps the
+   shape (say, the Flatten(axis=1) of a [N, K] tensor that the opset 11 -> 13
+   upgrade puts before a Softmax) is skipped too, so the logits keep the name
+   the source graph gives them.
 """
 
 from __future__ import annotations
@@ -36,7 +40,23 @@ def find_logits(graph: Graph, output: str) -> tuple[str, list[str]]:
             logits = data
             heads = [n.name for n in walked]
         name = data
+    if heads:  # case 3
+        while logits in producers and producers[logits].op in PASS_OPS - {"Cast"}:
+            node = producers[logits]
+            data = node.inputs[0]
+            if not data or graph.is_const(data) or not _same_shape(graph, data, logits):
+                break
+            heads.append(node.name or node.op)
+            logits = data
     return logits, heads
+
+
+def _same_shape(graph: Graph, a: str, b: str) -> bool:
+    """Both shapes inferred, of one rank, equal in every dimension but the batch (which reshapes keep)."""
+    sa, sb = graph.shapes.get(a), graph.shapes.get(b)
+    if sa is None or sb is None or len(sa) != len(sb) or not sa:
+        return False
+    return all(isinstance(x, int) and x == y for x, y in zip(sa[1:], sb[1:]))
 
 
 def strip_output_heads(graph: Graph, ctx: PassContext) -> bool:

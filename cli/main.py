@@ -143,10 +143,12 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
 @click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True)
 def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
-    from srp_onnx.convert import ConvertOptions, plan, probe_shapes
+    from srp_onnx.convert import ConvertOptions, inferred_shapes, plan, probe_shapes
 
     p = plan(model, ConvertOptions(maxpool=maxpool), collect=True)
-    if not p.problems:
+    if p.problems:
+        inferred_shapes(p)  # what shape inference knows; running the graph could fail on the problem
+    else:
         probe_shapes(p)
     click.echo(f"input '{p.input.name}' {list(p.input.shape or [])}, logits '{p.logits}' "
                f"{list(p.logits_shape or [])}")

@@ -138,6 +138,17 @@ def _batch_shape(dims) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims[1:])
 
 
+def inferred_shapes(p: Plan) -> bool:
+    """Set the sites' and the logits' per-sample shapes that ONNX shape inference found; True if all were."""
+    inferred = [_batch_shape(p.graph.shapes.get(t)) for t in [p.logits, *(s.input for s in p.sites)]]
+    if inferred[0] is not None:
+        p.logits_shape = inferred[0]
+    for s, d in zip(p.sites, inferred[1:]):
+        if d is not None:
+            s.shape = d
+    return all(d is not None for d in inferred)
+
+
 def probe_shapes(p: Plan) -> None:
     """Per-sample shape of every site, from onnxruntime runs at batch 1 and 2."""
     from srp_onnx.runtime import cpu_session
@@ -155,11 +166,7 @@ def probe_shapes(p: Plan) -> None:
         # Creating the session checks every node's types and shapes; running it is the slow part, so
         # it is skipped where ONNX shape inference already gave every site a (batch, fixed...) shape.
         sess = cpu_session(p.ann_model([s.input for s in p.sites]), level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        inferred = [_batch_shape(p.graph.shapes.get(t)) for t in [p.logits, *(s.input for s in p.sites)]]
-        if all(d is not None for d in inferred):
-            p.logits_shape = inferred[0]
-            for s, d in zip(p.sites, inferred[1:]):
-                s.shape = d
+        if inferred_shapes(p):
             return
         for b in (1, 2):
             x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)

@@ -161,3 +161,9 @@ def test_logits_keep_their_source_name_through_the_opset_upgrade(tmp_path):
     p = plan(graphs.save(m, tmp_path / "upgraded.onnx"))
     assert p.logits == "logits"
     assert any("softmax" in n and "accumulating 'logits'" in n for n in p.notes), p.notes
+
+
+def test_inspect_of_a_refused_model_still_shows_the_shapes():
+    r = CliRunner().invoke(main, ["inspect", str(DATA / "torch_ts_maxpool_cnn.onnx")])
+    assert r.exit_code == 2 and "MaxPool" in r.stderr
+    assert "logits 'logits' [10]" in r.output and "8x8x8" in r.output

@@ -168,7 +168,8 @@ def inspect(model: str, maxpool: str) -> None:
 
 @main.command(name="eval")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data", required=True, help=".npz (x, y), CIFAR folder, ImageNet-style folder, mnist, digits.")
+@click.option("--data", "data", required=True,
+              help=".npz (x, y), CIFAR folder, MNIST-format (IDX) folder, ImageNet-style folder, mnist, digits.")
 @click.option("--T", "T", type=int, default=8, show_default=True, help="Time steps after pre-simulation.")
 @click.option("--ann", type=click.Path(dir_okay=False), default=None, help="The ANN, to report its accuracy.")
 @click.option("--compare-baseline", is_flag=True, help="Also run tau = 0 (plain QCFS conversion).")

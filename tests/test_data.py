@@ -489,3 +489,90 @@ def test_bad_arguments_raise_data_error(tmp_path: Path) -> None:
     write_class_folder(tmp_path / "imgs" / "train", random_images(1, 4, 4), np.array([0]))
     with pytest.raises(DataError, match="image_folder_samples"):
         load_arrays(tmp_path / "imgs")
+
+
+# -- MNIST-family IDX folders ------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format written from its spec: 0, 0, type 0x08 (uint8), ndim, big-endian sizes, values."""
+    import gzip
+    import struct
+
+    data = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data += np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+
+
+def mnist_idx_folder(root: Path, *, gz: bool, prefix: str = "", test: str = "t10k") -> tuple[Path, dict]:
+    """The built-in MNIST 5k written as IDX files; returns the folder and the arrays written."""
+    from srp_onnx.data.builtin import read_builtin
+
+    arrays = {split: read_builtin("mnist", split)[:2] for split in ("train", "test")}
+    root.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    for split, tag in (("train", "train"), ("test", test)):
+        images, labels = arrays[split]
+        write_idx(root / f"{prefix}{tag}-images-idx3-ubyte{ext}", images[..., 0])
+        write_idx(root / f"{prefix}{tag}-labels-idx1-ubyte{ext}", labels.astype(np.uint8))
+    return root, arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_reads_the_images_and_labels_written(tmp_path: Path, gz: bool) -> None:
+    root, arrays = mnist_idx_folder(tmp_path / "MNIST" / "raw", gz=gz)
+    for spec in (tmp_path, tmp_path / "MNIST", root):  # torchvision's root, its dataset folder, raw/
+        for split in ("train", "test"):
+            images, labels, k = load_arrays(spec, split)
+            assert k == 10 and images.shape[1:] == (28, 28, 1)
+            np.testing.assert_array_equal(images, arrays[split][0])
+            np.testing.assert_array_equal(labels, arrays[split][1])
+    calib = open_dataset(root, split="calib")
+    assert len(calib) == CALIB_SIZE
+    train_images = arrays["train"][0]
+    (raw, _), = list(calib.raw_batches(CALIB_SIZE))
+    rows = {img.tobytes() for img in train_images}
+    assert all(img.tobytes() in rows for img in raw)
+
+
+def test_emnist_names_are_recognized(tmp_path: Path) -> None:
+    root, arrays = mnist_idx_folder(tmp_path, gz=True, prefix="emnist-digits-", test="test")
+    images, labels, _ = load_arrays(root, "test")
+    np.testing.assert_array_equal(labels, arrays["test"][1])
+
+
+def test_idx_folder_evaluates_like_the_builtin(tmp_path: Path) -> None:
+    """The sample on the MNIST test images as IDX files scores what it scores on the built-in."""
+    import json
+
+    from click.testing import CliRunner
+    from srp_onnx_cli.main import main
+
+    root, _ = mnist_idx_folder(tmp_path / "mnist-idx", gz=True)
+    sample = Path(__file__).parents[1] / "samples" / "mnist_qcfs.onnx"
+    res = []
+    for spec in ("mnist", str(root)):
+        out = tmp_path / f"{len(res)}.json"
+        r = CliRunner().invoke(main, ["eval", str(sample), "--data", spec, "--T", "2", "--limit", "300",
+                                      "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        res.append([row["accuracy"] for row in json.loads(out.read_text())["rows"]])
+    assert res[0] == res[1]
+
+
+def test_damaged_idx_files_are_refused(tmp_path: Path) -> None:
+    root, _ = mnist_idx_folder(tmp_path / "a", gz=False)
+    f = root / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        load_arrays(root, "test")
+    f.write_bytes(b"\x01\x02\x03")
+    with pytest.raises(DataError, match="IDX header"):
+        load_arrays(root, "test")
+    f.unlink()
+    with pytest.raises(DataError, match="no test images"):
+        load_arrays(root, "test")
+    root, _ = mnist_idx_folder(tmp_path / "b", gz=True)
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="damaged"):
+        load_arrays(root, "train")

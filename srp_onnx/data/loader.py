@@ -6,11 +6,13 @@ Resolution order for a spec:
    for a folder of that name);
 2. a file ending in ``.npz``;
 3. a CIFAR-10/100 python folder, or a folder containing one;
-4. an ImageNet-style class folder.
+4. an MNIST-family IDX folder (MNIST, Fashion-MNIST, KMNIST, EMNIST; torchvision's
+   ``root/MNIST/raw`` layout too);
+5. an ImageNet-style class folder.
 
 When ``preprocessing`` is ``None`` the format's preset is used (``cifar10``,
 ``cifar100``, ``mnist``, ``digits``, ``imagenet`` for class folders; for a
-uint8 npz: scale 255, no normalisation, its own channel count).
+uint8 npz and IDX folders: scale 255, no normalisation, their own channel count).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from srp_onnx.data.base import ArrayDataset, Dataset, calib_indices, check_limit, check_split
 from srp_onnx.data.builtin import BUILTIN_NAMES, read_builtin
 from srp_onnx.data.cifar import find_cifar, read_cifar
+from srp_onnx.data.idx import find_idx, read_idx_split
 from srp_onnx.data.imagefolder import ImageFolderDataset, is_image_folder
 from srp_onnx.data.npz import open_npz, read_npz
 from srp_onnx.data.preprocess import PRESETS, Preprocessing
@@ -31,7 +34,8 @@ from srp_onnx.errors import DataError
 __all__ = ["load_arrays", "open_dataset"]
 
 _FORMATS_HINT = (
-    "pass an .npz file (arrays x, y), a CIFAR python folder, an ImageNet-style class folder, "
+    "pass an .npz file (arrays x, y), a CIFAR python folder, an MNIST-format (IDX) folder, an ImageNet-style "
+    "class folder, "
     f"or a built-in name ({', '.join(BUILTIN_NAMES)})"
 )
 
@@ -74,6 +78,18 @@ def open_dataset(
             num_classes=num_classes,
             classes=classes,
         )
+    idx = find_idx(path)
+    if idx is not None:
+        images, labels, num_classes = _idx_split(idx, split, path)
+        return ArrayDataset(
+            images[:limit],
+            labels[:limit],
+            name="idx",
+            source=str(path),
+            split=split,
+            preprocessing=Preprocessing(channels=1) if preprocessing is None else preprocessing,
+            num_classes=num_classes,
+        )
     if is_image_folder(path):
         return ImageFolderDataset(
             path,
@@ -82,7 +98,7 @@ def open_dataset(
             limit=limit,
         )
     raise DataError(
-        f"Folder '{path}' is neither a CIFAR python folder nor an image class folder; {_FORMATS_HINT}."
+        f"Folder '{path}' is not a dataset folder of a known format; {_FORMATS_HINT}."
     )
 
 
@@ -108,13 +124,16 @@ def load_arrays(spec: str | os.PathLike[str], split: str = "train") -> tuple[np.
     if cifar is not None:
         images, labels, num_classes, _ = _cifar_split(*cifar, split)
         return images, labels, num_classes
+    idx = find_idx(path)
+    if idx is not None:
+        return _idx_split(idx, split, path)
     if is_image_folder(path):
         raise DataError(
             f"Folder '{path}' is an image class folder, which is streamed rather than loaded whole; "
             f"use image_folder_samples() and load_image()."
         )
     raise DataError(
-        f"Folder '{path}' is neither a CIFAR python folder nor an image class folder; {_FORMATS_HINT}."
+        f"Folder '{path}' is not a dataset folder of a known format; {_FORMATS_HINT}."
     )
 
 
@@ -136,3 +155,11 @@ def _cifar_split(kind: str, folder: Path, split: str) -> tuple[np.ndarray, np.nd
     images, labels, num_classes, classes = read_cifar(kind, folder, "train")
     index = calib_indices(len(images))
     return images[index], labels[index], num_classes, classes
+
+
+def _idx_split(files: dict, split: str, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    if split != "calib":
+        return read_idx_split(files, split, str(path))
+    images, labels, num_classes = read_idx_split(files, "train", str(path))
+    index = calib_indices(len(images))
+    return images[index], labels[index], num_classes

@@ -4,7 +4,10 @@
    dimension ``batch``.
 2. When it was fixed (say to 1), constant Reshape targets whose first entry
    equals that number get 0 ("copy the input's dim") instead, so that a
-   flatten written as Reshape(x, [1, -1]) works for any batch.
+   flatten written as Reshape(x, [1, -1]) works for any batch. A Reshape with
+   ``allowzero=1`` (torch's dynamo exporter writes it) reads 0 as a literal
+   zero; where its target has no other 0 the attribute is cleared first, which
+   changes nothing else.
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ def make_batch_dynamic(graph: Graph, ctx: PassContext) -> bool:
             changed = True
             for node in graph.walk(("Reshape",)):
                 name = node.inputs[1]
-                if graph.is_const(name) and not node.attr("allowzero", 0):
-                    target = graph.consts[name]
-                    if target.ndim == 1 and target.size >= 1 and int(target[0]) == b0:
-                        fixed = target.copy()
-                        fixed[0] = 0
-                        node.inputs[1] = graph.add_const(f"{name}__dynbatch", fixed.astype(np.int64))
+                if not graph.is_const(name):
+                    continue
+                target = graph.consts[name]
+                if target.ndim != 1 or target.size < 1 or int(target[0]) != b0:
+                    continue
+                if node.attr("allowzero", 0):
+                    if (target == 0).any():
+                        continue  # a real zero-sized dimension: leave the node as it is
+                    node.attrs.pop("allowzero")
+                fixed = target.copy()
+                fixed[0] = 0
+                node.inputs[1] = graph.add_const(f"{name}__dynbatch", fixed.astype(np.int64))
             ctx.note(f"input '{vi.name}' had a fixed batch size {b0}; made it dynamic")
     for vo in graph.outputs:
         if vo.shape and isinstance(vo.shape[0], int):

@@ -9,7 +9,7 @@ D=tests/data/exporters
 TORCH_PY=${TORCH_PY:-python}
 TF_PY=${TF_PY:-python}
 JAX_PY=${JAX_PY:-python}
-for n in torch_ts_qcfs_cnn torch_ts_qcfs_cnn_nofold torch_dynamo_qcfs_cnn torch_ts_qcfs_resnet torch_dynamo_qcfs_resnet \
+for n in torch_ts_qcfs_cnn torch_ts_qcfs_cnn_nofold torch_dynamo_qcfs_cnn torch_dynamo_relu6_cnn_b1 torch_ts_qcfs_resnet torch_dynamo_qcfs_resnet \
          torch_ts_qcfs_minmax torch_ts_relu_cnn torch_ts_relu6_cnn torch_ts_maxpool_cnn \
          torch_ts_lstm torch_ts_sigmoid_mlp skl2onnx_mlp skl2onnx_mlp_nozipmap; do
   "$TORCH_PY" "$D/make_$n.py"

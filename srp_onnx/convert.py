@@ -122,6 +122,26 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
     return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path), problems=problems or [])
 
 
+def ort_message(e: BaseException, limit: int = 160) -> str:
+    """onnxruntime's message without its boilerplate, cut at a word boundary."""
+    import re
+
+    text = " ".join(str(e).split())
+    node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+    for marker in ("Status Message: ", "] : "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    text = re.sub(r"/\S+\.(h|cc|cpp):\d+ \S+?\(.*?\)\s*", "", text)  # the C++ source location
+    text = re.sub(r"^.*? was false\.\s*", "", text)  # the failed check as C++ code
+    text = text.rstrip(". ")
+    if node:
+        text = f"node '{node.group(2)}' ({node.group(1)}): {text}"
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
+
+
 def ort_errors() -> tuple[type[BaseException], ...]:
     """onnxruntime's exception classes (they derive from Exception directly)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as st
@@ -173,8 +193,12 @@ def probe_shapes(p: Plan) -> None:
             outs = sess.run(None, {p.input.name: x})
             shapes.append([o.shape for o in outs])
     except ort_errors() as e:
-        raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network: "
-                         f"{str(e).splitlines()[0][:200]}. The model is broken or uses unsupported features.") from None
+        fixed = any("had a fixed batch size" in n for n in p.notes)
+        hint = ("It was exported with a fixed batch size that some node still assumes (a shape constant): "
+                "re-export it with a dynamic batch (torch: dynamic_shapes or dynamic_axes)" if fixed else
+                "The model is broken or uses features outside srp-onnx's reach")
+        raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network at batch 1 and 2 "
+                         f"({ort_message(e)}). {hint}.") from None
     p.logits_shape = tuple(int(d) for d in shapes[0][0][1:])
     for s, s1, s2 in zip(p.sites, shapes[0][1:], shapes[1][1:]):
         if s1[0] != 1 or s2[0] != 2 or s1[1:] != s2[1:]:

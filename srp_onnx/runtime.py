@@ -45,7 +45,7 @@ def _ort():
 def _session_options(threads: int | None = None):
     ort = _ort()
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures reach the caller as exceptions; no second, colored copy on stderr
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -81,3 +81,29 @@ def test_relu_model_converts_with_calibration_npz(tmp_path):
     code, stdout, _ = run(["convert", str(p), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "r.onnx")])
     assert code == 0, stdout
     assert "calibration p99.99, 64 samples" in stdout
+
+
+def test_a_batch_constant_the_converter_cannot_fix_is_named_with_the_fix(tmp_path):
+    """Batch fixed at 1 and folded into a Reshape to [64, 1] (then transposed): no target entry to free."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 64), 0.1, np.float32), "w")
+    w2 = numpy_helper.from_array(np.full((3, 4), 0.1, np.float32), "w2")
+    target = numpy_helper.from_array(np.array([64, 1], np.int64), "target")
+    nodes = [helper.make_node("Reshape", ["x", "target"], ["col"], name="to_column"),
+             helper.make_node("Transpose", ["col"], ["row"], perm=[1, 0]),
+             helper.make_node("Gemm", ["row", "w"], ["h"], transB=1),
+             helper.make_node("Clip", ["h", "zero", "six"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2"], ["y"], transB=1)]
+    six = numpy_helper.from_array(np.array(6, np.float32), "six")
+    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w, w2, target, six, zero])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    path = tmp_path / "fixed.onnx"
+    onnx.save(m, str(path))
+    line = assert_refused(tmp_path, ["convert", str(path)], "'to_column' (Reshape)",
+                          "re-export it with a dynamic batch")
+    assert "onnxruntime_src" not in line and "was false" not in line

@@ -112,7 +112,7 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
     problems: list[UnsupportedNodeError] | None = [] if collect else None
     sites = find_sites(graph, problems)
     gates = gate_maxpool(graph, sites, ctx) if options.maxpool == "gate" else set()
-    check_linear(graph, sites, problems, exempt=gates)
+    check_linear(graph, sites, problems, exempt=gates, maxpool=options.maxpool)
     if not sites and not problems:
         raise ModelError(f"'{path}': no activation (ReLU, Clip, QCFS) found between linear layers; "
                          "there is nothing to turn into spiking neurons.")

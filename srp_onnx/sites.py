@@ -266,7 +266,7 @@ SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div by constan
 
 
 def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None,
-                 exempt: set[str] | None = None) -> None:
+                 exempt: set[str] | None = None, maxpool: str = "error") -> None:
     """Every activation-carrying node outside the sites (and ``exempt``) must pass spikes through linearly."""
     in_site = {n for s in sites for n in s.nodes} | (exempt or set())
     in_site |= {n for p in problems or () for n in p.nodes}  # a refused chain is reported once
@@ -275,6 +275,13 @@ def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNode
         if node.name in in_site or not any(i in carrying for i in node.inputs if i):
             continue
         if node.op in _SHAPE_OPS:
+            continue
+        if node.op in ("MaxPool", "GlobalMaxPool") and maxpool == "gate":
+            _refuse(UnsupportedNodeError(
+                f"{node.describe()}: --maxpool gate applies to a MaxPool that reads a neuron layer's output "
+                f"(or one followed directly by the activation); this one reads '{node.inputs[0]}'. Use "
+                "--maxpool avg (average pooling; this changes the network), or retrain with AvgPool."
+            ), problems)
             continue
         if node.op in ("MaxPool", "GlobalMaxPool"):
             _refuse(UnsupportedNodeError(

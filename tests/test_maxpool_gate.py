@@ -78,3 +78,63 @@ def test_gate_keeps_the_ann_accuracy_where_avg_loses_it(name):
     ann = 100 * (orig.run(None, {orig.get_inputs()[0].name: x})[0].argmax(-1) == y).mean()
     assert acc["gate"] >= ann - 1.0, (acc, ann)
     assert acc["gate"] >= acc["avg"], acc
+
+
+def _pool_before_relu(tmp_path: Path) -> Path:
+    """torch_ts_maxpool_cnn rewired as conv -> MaxPool -> ReLU (F.relu(F.max_pool2d(conv(x), 2)) in torch)."""
+    import onnx
+
+    m = onnx.load(str(DATA / "torch_ts_maxpool_cnn.onnx"))
+    nodes = {n.name: n for n in m.graph.node}
+    pool = next(n for n in m.graph.node if n.op_type == "MaxPool")
+    relu = next(n for n in m.graph.node if n.op_type == "Relu" and n.output[0] == pool.input[0])
+    conv_out, relu_out, pool_out = relu.input[0], relu.output[0], pool.output[0]
+    pool.input[0], pool.output[0] = conv_out, relu_out
+    relu.input[0], relu.output[0] = relu_out, pool_out
+    order = [n for n in m.graph.node if n.name not in (pool.name, relu.name)]
+    k = next(i for i, n in enumerate(order) if n.output[0] == conv_out) + 1
+    m.graph.ClearField("node")
+    m.graph.node.extend(order[:k] + [nodes[pool.name], nodes[relu.name]] + order[k:])
+    onnx.checker.check_model(m)
+    path = tmp_path / "pool_before_relu.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+def test_an_activation_after_the_pool_is_moved_before_it_and_gated(tmp_path):
+    path = _pool_before_relu(tmp_path)
+    calib_x, x, _ = _digits(False)
+    snn, plan = convert(path, ConvertOptions(tau=4, maxpool="gate"), calib=lambda p: calibrate(p, [calib_x]))
+    assert any("moved activation" in n for n in plan.notes) and any("gate" in n for n in plan.notes)
+    # the ANN is unchanged: relu(max(x)) = max(relu(x))
+    gated = ort.InferenceSession(plan.ann_model().SerializeToString(), providers=["CPUExecutionProvider"])
+    orig = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(gated.run(None, {plan.input.name: x})[0],
+                               orig.run(None, {orig.get_inputs()[0].name: x})[0], rtol=1e-5, atol=1e-5)
+    x = x[:16]
+    sites = [reference.RefSite(s.input, s.output, float(s.theta)) for s in plan.sites]
+    ref = reference.simulate(plan.graph, sites, x, T=8, tau=4, output=plan.logits)
+    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, 4)
+    np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    for s in plan.sites:
+        np.testing.assert_array_equal(got.spikes[s.name], ref.spikes[s.output], err_msg=s.name)
+
+
+def test_gate_names_the_pool_it_cannot_gate(tmp_path):
+    """A MaxPool on the network input reads no neuron layer: the error says so and offers --maxpool avg."""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import helper
+    from srp_onnx_cli.main import main
+
+    m = onnx.load(str(DATA / "torch_ts_relu6_cnn.onnx"))
+    first = m.graph.node[0]
+    m.graph.node.insert(0, helper.make_node("MaxPool", [first.input[0]], ["pooled_input"], name="input_pool",
+                                            kernel_shape=[1, 1]))
+    first.input[0] = "pooled_input"
+    path = tmp_path / "input_pool.onnx"
+    onnx.save(m, str(path))
+    r = CliRunner().invoke(main, ["convert", str(path), "--maxpool", "gate", "-o", str(tmp_path / "o.onnx")])
+    assert r.exit_code == 2
+    assert "'input_pool' (MaxPool)" in r.stderr and "--maxpool avg" in r.stderr
+    assert "or pass --maxpool gate" not in r.stderr

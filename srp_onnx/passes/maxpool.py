@@ -32,6 +32,34 @@ def replace_maxpool(graph: Graph, ctx: PassContext) -> bool:
     return changed
 
 
+def _move_activations_before_pools(graph: Graph, sites: list, ctx: PassContext) -> None:
+    """``y = act(MaxPool(x))`` -> ``y = MaxPool(act(x))``, so that the gate applies.
+
+    Every activation here (ReLU, Clip(0, c), the QCFS staircase) is non-decreasing, so it
+    commutes with a max (padding included: MaxPool ignores padded cells); the ANN is unchanged.
+    The neuron layer then sits before the pool, one neuron per pre-pool element.
+    """
+    producers = graph.producers()
+    consumers = graph.consumers()
+    for site in sites:
+        pool = producers.get(site.input)
+        if pool is None or pool.op != "MaxPool" or (len(pool.outputs) > 1 and pool.outputs[1]):
+            continue
+        chain = [n for n in graph.nodes if n.name in set(site.nodes)]
+        if {n.name for n in consumers.get(site.input, [])} - set(site.nodes):
+            continue  # the pooled tensor has other readers: they need it as it is
+        x, pooled = pool.inputs[0], pool.outputs[0]
+        moved = graph.fresh_name(f"{site.output}__before_pool")
+        for n in chain:
+            n.inputs = [x if i == pooled else i for i in n.inputs]
+            n.outputs = [moved if o == site.output else o for o in n.outputs]
+        pool.inputs[0], pool.outputs[0] = moved, site.output
+        ctx.note(f"moved activation {site.output} before {pool.name} (MaxPool): a non-decreasing activation "
+                 "commutes with max, so the ANN is the same and --maxpool gate applies")
+        site.name, site.input, site.output = moved, x, moved
+    graph.toposort()
+
+
 def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
     """``--maxpool gate``: a spiking max pool that passes the spikes of one neuron per window.
 
@@ -49,6 +77,7 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
 
     from srp_onnx.graph import Node
 
+    _move_activations_before_pools(graph, sites, ctx)
     by_output = {s.output: s for s in sites}
     written: set[str] = set()
     for node in list(graph.walk(("MaxPool",))):

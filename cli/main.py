@@ -143,8 +143,21 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
 @click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True)
 def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
-    from srp_onnx.convert import ConvertOptions, inferred_shapes, plan, probe_shapes
+    from srp_onnx.convert import META, ConvertOptions, inferred_shapes, is_spiking, plan, probe_shapes, read_layers
+    from srp_onnx.load import read_model
 
+    raw = read_model(model)
+    if is_spiking(raw):  # a converted model: what it was converted with
+        meta = {m.key: m.value for m in raw.metadata_props}
+        click.echo(f"spiking model converted by srp-onnx {meta.get(f'{META}version', '?')} from "
+                   f"'{meta.get(f'{META}source', '?')}' (sha256 {meta.get(f'{META}source_sha256', '?')[:12]}), "
+                   f"default tau = {meta.get(f'{META}tau', '?')}")
+        click.echo(f"input '{meta.get(f'{META}input')}', logits '{meta.get(f'{META}logits')}'")
+        click.echo(_site_table(read_layers(raw)))
+        for note in json.loads(meta.get(f"{META}notes", "[]")):
+            click.echo(f"note: {note}")
+        return
+    del raw
     p = plan(model, ConvertOptions(maxpool=maxpool), collect=True)
     if p.problems:
         inferred_shapes(p)  # what shape inference knows; running the graph could fail on the problem
@@ -197,11 +210,10 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         if path and not Path(path).resolve().parent.is_dir():
             raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
-    anns = {"ANN": loaded.ann} if loaded.ann is not None else {}
-    if ann:
-        anns = {"ANN": open_ann(ann, loaded)}
-    elif loaded.plan is not None and any("--maxpool avg" in n for n in loaded.plan.notes):
-        anns = {"ANN (MaxPool)": open_ann(model, loaded), "ANN (AvgPool)": loaded.ann}
+    anns = {"ANN": open_ann(ann, loaded)} if ann else {"ANN": loaded.ann} if loaded.ann is not None else {}
+    if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
+        anns = {} if not ann and loaded.plan is None else {"ANN (MaxPool)": open_ann(ann or model, loaded)}
+        anns["ANN (AvgPool)"] = loaded.ann
     choice = None
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre,

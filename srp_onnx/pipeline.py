@@ -30,6 +30,18 @@ class Loaded:
     def metadata(self) -> dict[str, str]:
         return {m.key: m.value for m in self.snn.metadata_props}
 
+    @property
+    def notes(self) -> list[str]:
+        """What conversion did to the network (convert's notes, also kept in the file's metadata)."""
+        import json
+
+        return self.plan.notes if self.plan is not None else json.loads(self.metadata.get(f"{META}notes", "[]"))
+
+    @property
+    def maxpool_swapped(self) -> bool:
+        """Converted with ``--maxpool avg``: the spiking network is the AvgPool variant of the ANN."""
+        return any("--maxpool avg" in n for n in self.notes)
+
 
 @dataclasses.dataclass
 class CalibOptions:

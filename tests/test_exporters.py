@@ -171,3 +171,25 @@ def test_inspect_of_a_refused_model_still_shows_the_shapes():
     r = CliRunner().invoke(main, ["inspect", str(DATA / "torch_ts_maxpool_cnn.onnx")])
     assert r.exit_code == 2 and "MaxPool" in r.stderr
     assert "logits 'logits' [10]" in r.output and "8x8x8" in r.output
+
+
+def test_a_converted_avg_swap_keeps_saying_so(tmp_path):
+    """inspect of the .snn.onnx lists its layers and the swap; eval of it labels the ANN rows by pooling."""
+    src = DATA / "torch_ts_maxpool_cnn.onnx"
+    out = tmp_path / "m.snn.onnx"
+    r = CliRunner().invoke(main, ["convert", str(src), "--calib", "digits", "--maxpool", "avg", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "spiking model" in r.output and "--maxpool avg" in r.output
+    assert all(s.name in r.output for s in SpikingModel(str(out), device="cpu", quiet=True).layers)
+    rows = {}
+    for args in ([], ["--ann", str(src)]):
+        j = tmp_path / f"r{len(args)}.json"
+        r = CliRunner().invoke(main, ["eval", str(out), "--data", "digits", "--T", "2", "--json", str(j), *args])
+        assert r.exit_code == 0, r.output
+        rows[len(args)] = {row["name"]: row for row in json.loads(j.read_text())["rows"] if row["tau"] is None}
+    assert list(rows[0]) == ["ANN (AvgPool)"]
+    assert list(rows[2]) == ["ANN (MaxPool)", "ANN (AvgPool)"]
+    assert rows[2]["ANN (AvgPool)"] == rows[0]["ANN (AvgPool)"]
+    assert rows[2]["ANN (MaxPool)"] != rows[2]["ANN (AvgPool)"]

@@ -18,7 +18,14 @@ import click
 from srp_onnx import __version__
 from srp_onnx.errors import SrpOnnxError, UsageError
 
-from .options import convert_options, data_options, preprocessing_options
+from .options import (
+    CONVERSION_ONLY,
+    PREPROCESSING,
+    convert_options,
+    data_options,
+    preprocessing_options,
+    warn_ignored,
+)
 
 
 class Group(click.Group):
@@ -89,8 +96,13 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
                          "held-out part of the training set.")
     ds = open_data(data, loaded, split="calib", overrides=overrides)
     choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
-                        T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device)
+                        T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device,
+                        default=int(loaded.metadata.get("srp_onnx.tau", "4")))
     click.echo(choice.format(), err=True)
+    if "every tau scored the same" in choice.criterion:
+        click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on '{data}', which "
+                   f"cannot tell them apart (is it data the model was trained on?); keeping tau = {choice.tau}.",
+                   err=True)
     return choice
 
 
@@ -210,6 +222,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         if path and not Path(path).resolve().parent.is_dir():
             raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    if loaded.plan is None:
+        warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
     anns = {"ANN": open_ann(ann, loaded)} if ann else {"ANN": loaded.ann} if loaded.ann is not None else {}
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
         anns = {} if not ann and loaded.plan is None else {"ANN (MaxPool)": open_ann(ann or model, loaded)}
@@ -220,6 +234,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
                            test_data=data)
         tau_v = choice.tau
     ds = open_data(data, loaded, limit=limit, overrides=pre)
+    if ds.preprocessed:
+        warn_ignored(PREPROCESSING, f"'{data}' holds float model input, which is used as it is")
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
                 "preprocessing": ("none: the .npz holds float model input, used as it is" if ds.preprocessed
                                   else json.loads(ds.preprocessing.to_json()))}
@@ -261,6 +277,8 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    if loaded.plan is None:
+        warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
     if tau_v == "auto":
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
                           pre, test_data=data).tau

@@ -25,7 +25,7 @@ def convert_options(f: F) -> F:
         click.option("--tau-max", type=click.IntRange(min=0), default=16, show_default=True),
         click.option("--calib", "calib", metavar="DATA", default=None,
                      help="Calibration data for ReLU thresholds: .npz, dataset folder, mnist or digits."),
-        click.option("--calib-limit", type=int, default=1000, show_default=True,
+        click.option("--calib-limit", type=click.IntRange(min=1), default=1000, show_default=True,
                      help="Calibration samples used."),
         click.option("--calib-rule", type=click.Choice(["percentile", "max"]), default="percentile",
                      show_default=True),
@@ -45,9 +45,11 @@ def preprocessing_options(f: F) -> F:
     for opt in reversed([
         click.option("--mean", default=None, help="Per-channel mean, e.g. 0.485,0.456,0.406."),
         click.option("--std", default=None, help="Per-channel std, e.g. 0.229,0.224,0.225."),
-        click.option("--scale", type=float, default=None, help="Raw pixel divisor (255 for 8-bit images)."),
-        click.option("--resize", type=int, default=None, help="Resize the shorter side first (ImageNet: 256)."),
-        click.option("--crop", type=int, default=None, help="Then center-crop (ImageNet: 224)."),
+        click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Raw pixel divisor (255 for 8-bit images)."),
+        click.option("--resize", type=click.IntRange(min=1), default=None,
+                     help="Resize the shorter side first (ImageNet: 256)."),
+        click.option("--crop", type=click.IntRange(min=1), default=None, help="Then center-crop (ImageNet: 224)."),
         click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None, help="Model input layout."),
     ]):
         f = opt(f)
@@ -62,3 +64,16 @@ def data_options(f: F) -> F:
     ]):
         f = opt(f)
     return f
+
+
+CONVERSION_ONLY = ("calib", "calib_limit", "calib_rule", "percentile", "per_channel", "maxpool")
+PREPROCESSING = ("mean", "std", "scale", "resize", "crop", "layout")
+
+
+def warn_ignored(names: tuple[str, ...], why: str) -> None:
+    """Say on stderr which of the options the user gave explicitly have no effect, and why."""
+    ctx = click.get_current_context()
+    given = [n for n in names if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        click.echo(f"srp-onnx: warning: {flags} ignored: {why}.", err=True)

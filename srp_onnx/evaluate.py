@@ -199,11 +199,11 @@ class TauChoice:
 
 def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
                T: int | None = None, budget: int | None = None, max_tau: int = 16,
-               device: str = "auto") -> TauChoice:
+               device: str = "auto", default: int | None = None) -> TauChoice:
     """Pick tau on *calibration* batches: best accuracy at step T, or at tau + t = budget.
 
-    Ties go to the smaller tau (lower latency). The caller must pass batches of a split
-    that is not the test split.
+    Ties go to the smaller tau (lower latency); when every tau ties, ``default`` (if given)
+    is kept instead. The caller must pass batches of a split that is not the test split.
     """
     if (T is None) == (budget is None):
         raise ValueError("give exactly one of T and budget")
@@ -225,5 +225,9 @@ def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.nda
     if n == 0:
         raise DataError("the calibration split holds no images; tau cannot be chosen.")
     acc = 100.0 * correct / n
+    curve = [(a, t, float(v)) for (a, t), v in zip(taus, acc)]
+    if default is not None and acc.min() == acc.max():
+        # No signal (say, data the model fits perfectly): the smallest tau would win by the tie rule alone.
+        return TauChoice(default, curve, f"{criterion}; every tau scored the same, so the default is kept")
     best = int(np.flatnonzero(acc == acc.max())[0])
-    return TauChoice(taus[best][0], [(a, t, float(v)) for (a, t), v in zip(taus, acc)], criterion)
+    return TauChoice(taus[best][0], curve, criterion)

@@ -92,3 +92,37 @@ def test_tau_auto_takes_a_separate_npz(tmp_path):
                                   "--tau-max", "2", "-o", str(snn)])
     assert r.exit_code == 0, r.output
     assert "tau auto" in r.stderr
+
+
+def test_a_flat_curve_keeps_the_default_tau(monkeypatch):
+    """Every tau scoring the same says nothing: the tie rule alone would pick tau = 0 (no SRP at all)."""
+
+    class SameForEveryTau:
+        def __init__(self, *a, **kw):
+            pass
+
+        def simulate(self, x, T, tau):
+            logits = np.zeros((T, len(x), 3), np.float32)
+            logits[..., 1] = 1.0
+            return type("R", (), {"logits": logits})()
+
+    monkeypatch.setattr(evaluate_mod, "SpikingModel", SameForEveryTau)
+    batches = lambda: [(np.zeros((4, 2), np.float32), np.array([1, 1, 0, 2]))]  # noqa: E731
+    flat = evaluate_mod.choose_tau(None, batches, T=2, max_tau=5, default=4)
+    assert flat.tau == 4 and "default is kept" in flat.criterion
+    assert [c[2] for c in flat.curve] == [50.0] * 6
+    assert evaluate_mod.choose_tau(None, batches, T=2, max_tau=5).tau == 0  # no default: the smallest
+
+
+def test_options_that_cannot_apply_are_named_on_stderr(tmp_path):
+    snn = tmp_path / "m.snn.onnx"
+    assert CliRunner().invoke(main, ["convert", str(MODEL), "-o", str(snn)]).exit_code == 0
+    r = CliRunner().invoke(main, ["eval", str(snn), "--data", "digits", "--T", "1", "--percentile", "50"])
+    assert r.exit_code == 0 and "warning: --percentile ignored" in r.stderr
+    np.savez(tmp_path / "f.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    r = CliRunner().invoke(main, ["eval", str(snn), "--data", str(tmp_path / "f.npz"), "--T", "1", "--mean", "0.5"])
+    assert r.exit_code == 0 and "warning: --mean ignored" in r.stderr
+    r = CliRunner().invoke(main, ["eval", str(snn), "--data", "digits", "--T", "1"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    r = CliRunner().invoke(main, ["convert", str(MODEL), "--calib-limit", "0", "-o", str(snn)])
+    assert r.exit_code == 2 and "--calib-limit" in r.output

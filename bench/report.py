@@ -205,13 +205,15 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
             b = n["summary"].get(BOUND)
             if b is not None:
                 bsp = n["torch_speedup"][BOUND]["paired"]
-                reach = "reaches" if bsp >= cfg["targets"][arch]["torch"] else "does not reach"
+                reached = bsp >= cfg["targets"][arch]["torch"]
+                verdict = ("reaches the target, so a fused neuron kernel (a custom operator) could close the gap"
+                           if reached else "does not reach the target, so on these convolutions no neuron "
+                           "implementation, however fused, can")
                 add(f"Measured bound: the same step with every neuron replaced by a single Add (`v' = v + x`, "
                     f"spikes = v'; wrong outputs, timed only) takes {b['median_ms'] / S:.1f} ms per step, "
-                    f"PyTorch eager / bound = {bsp:.2f} (paired median), which {reach} the target. An exact "
-                    "neuron does at least that Add's work (it reads v and x and writes v') and fires too, so "
-                    "a fused neuron kernel would land between this bound and the SNN step mode: on these "
-                    "convolutions the target is at or beyond what any neuron implementation can give.")
+                    f"PyTorch eager / bound = {bsp:.2f} (paired median). An exact neuron does at least that "
+                    "Add's work (it reads v and x and writes v') and fires too, so any neuron kernel lands "
+                    f"between this bound and the SNN step mode. The bound {verdict}.")
         add("")
 
     # -- per-net timings ---------------------------------------------------------------------------------
@@ -349,9 +351,11 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
             "temporaries come from the heap, which fragments and keeps its peak. Step mode net "
             f"{s_def / 1024:.0f} -> {s_net / 1024:.0f} MiB, ANN net {a_def / 1024:.0f} -> {a_net / 1024:.0f} "
             f"MiB; against the limit {cfg['mem_factor']} x ANN + state = {lim:.0f} MiB the step mode is then "
-            f"{_verdict(s_net / 1024 <= lim)}. So the rest of the default run's excess is the heap's layout, "
-            "not live tensors. The runtime does not set it: with it, every step maps and zeroes fresh pages "
-            "for its temporaries, which costs time.")
+            f"{_verdict(s_net / 1024 <= lim)}"
+            + (". So the default run's excess over the limit is the heap's layout, not live tensors"
+               if s_net / 1024 <= lim else ": the heap's layout explains part of the excess, not all")
+            + ". The runtime does not set it: with it, every step maps and zeroes fresh pages for its "
+            "temporaries, which costs time.")
         add("")
 
     # -- profile ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Every ReLU of the ANN is replaced by
 with a learnable scalar upper bound ``up`` (the SNN threshold ``theta`` after
 conversion, initialised to 8.0) and ``L`` quantization levels. ``floor`` has a
 straight-through gradient (identity in the backward pass), so ``up`` and the
-weights learn through the quantizer.
+weights learn through the quantizer; the clip passes gradient on [0, 1] with
+its bounds included (as torch 1.x did, see :func:`clamp01`).
 
 The forward is written op for op as in the paper code
 (``x / up; floor(x * t + 0.5) / t; clamp(0, 1); * up``) because the converter
@@ -57,6 +58,23 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return FloorSTE.apply(x)
 
 
+def clamp01(x: torch.Tensor) -> torch.Tensor:
+    """``clamp(x, 0, 1)`` whose gradient is 1 on the closed interval [0, 1], 0 outside.
+
+    torch 2.x's ``clamp`` passes no gradient at the bounds themselves, and after the floor
+    every input of QCFS's bottom step lands exactly on 0: with few levels (L = 1, 2) nearly
+    all of a fresh network's activations sit there, no gradient reaches any weight and
+    training never starts. The paper's code ran on torch 1.x, whose ``clamp`` counted the
+    bounds as inside; this restores that. The forward value is ``clamp``'s, bit for bit,
+    and export traces a plain ``clamp`` (a Clip node, as the converter expects).
+    """
+    y = torch.clamp(x, 0, 1)
+    if _exporting() or not x.requires_grad:
+        return y
+    inside = ((x >= 0) & (x <= 1)).to(x.dtype)
+    return y.detach() + (x - x.detach()) * inside
+
+
 class QCFS(nn.Module):
     """Quantization-clip-floor-shift activation (QCFS, Bu et al. 2022).
 
@@ -76,7 +94,7 @@ class QCFS(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x / self.up
         x = floor_ste(x * self.t + 0.5) / self.t
-        x = torch.clamp(x, 0, 1)
+        x = clamp01(x)
         x = x * self.up
         return x
 

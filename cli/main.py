@@ -8,6 +8,7 @@ for the traceback); 130 interrupted.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +18,7 @@ import click
 
 from srp_onnx import __version__
 from srp_onnx.errors import SrpOnnxError, UsageError
+from srp_onnx.io import check_writable
 
 from .options import (
     CONVERSION_ONLY,
@@ -31,6 +33,29 @@ from .options import (
 class Group(click.Group):
     """Turns library errors into one line and exit code 2; no tracebacks unless -v."""
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's own errors as one line too (click prints usage, a hint and the error on four)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `srp-onnx inspect m.onnx | head` ends quietly
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()  # bare `srp-onnx COMMAND`: its help
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "srp-onnx"
+            click.echo(f"srp-onnx: error: {e.format_message()} (see '{where} --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"srp-onnx: error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("srp-onnx: interrupted; nothing was written.", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -38,7 +63,7 @@ class Group(click.Group):
             click.echo(f"srp-onnx: error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as e:
-            click.echo(f"srp-onnx: {e or 'interrupted; nothing was written'}.", err=True)
+            click.echo(f"srp-onnx: {str(e) or 'interrupted; nothing was written'}.", err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -89,7 +114,8 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     from srp_onnx.pipeline import model_batches, open_data
 
     if not data:
-        raise UsageError("--tau auto needs data to choose on: give --tau-data DATA (or --data/--calib).")
+        raise UsageError("--tau auto needs data to choose on: give --tau-data DATA (a calibration set, not the "
+                         "test set).")
     if str(data).endswith(".npz") and test_data is not None and Path(data).resolve() == Path(test_data).resolve():
         raise UsageError(f"--tau auto: '{data}' is the evaluation data (--data), an .npz with a single split, so "
                          "tau would be tuned on the test images. Give other data with --tau-data, e.g. a "
@@ -135,6 +161,7 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
+    check_writable(out, option="-o/--output", not_same_as=model if Path(model).exists() else None)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     p = loaded.plan
     if p is None:
@@ -218,9 +245,9 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         raise click.BadParameter(f"{T}: the number of time steps must be at least 1.", param_hint="--T")
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
-    for path in (json_out, plot):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise click.BadParameter(f"folder of '{path}' does not exist.", param_hint="--json/--plot")
+    for path, option in ((json_out, "--json"), (plot, "--plot")):
+        if path:
+            check_writable(path, option=option)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     if loaded.plan is None:
         warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
@@ -274,6 +301,9 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     from srp_onnx.io import write_text
     from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
 
+    for path, option in ((json_out, "--json"), (plot, "--plot")):
+        if path:
+            check_writable(path, option=option)
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)

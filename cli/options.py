@@ -17,12 +17,14 @@ def convert_options(f: F) -> F:
                      help="Pre-simulation steps (SRP). Default 4 for convert; eval uses the model's. "
                           "'auto' chooses it on a calibration split (never the test split)."),
         click.option("--tau-data", default=None, metavar="DATA",
-                     help="Data for --tau auto (its calibration split; default: --data's or --calib's)."),
+                     help="Data for --tau auto (its calibration split; default: eval's and analyze's --data, "
+                          "convert's --calib)."),
         click.option("--tau-target", type=click.IntRange(min=1), default=None,
-                     help="--tau auto maximises accuracy at this T (default: --T, or 8)."),
+                     help="--tau auto maximises accuracy at this T (default: eval's --T, or 8)."),
         click.option("--latency-budget", type=click.IntRange(min=2), default=None,
                      help="--tau auto maximises accuracy at tau + T = this budget instead."),
-        click.option("--tau-max", type=click.IntRange(min=0), default=16, show_default=True),
+        click.option("--tau-max", type=click.IntRange(min=0), default=16, show_default=True,
+                     help="Largest tau --tau auto tries."),
         click.option("--calib", "calib", metavar="DATA", default=None,
                      help="Calibration data for ReLU thresholds: .npz, dataset folder, mnist or digits."),
         click.option("--calib-limit", type=click.IntRange(min=1), default=1000, show_default=True,

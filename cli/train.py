@@ -21,8 +21,8 @@ _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
 @click.command("train")
 @click.option("--dataset", required=True, type=click.Choice(_DATASETS), help="Dataset to train on.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Dataset folder (CIFAR pickle folder, ImageNet root with train/ and val/); "
-                   "not needed for mnist and digits.")
+              help="Dataset folder (CIFAR pickle folder, ImageNet root with train/ and val/, MNIST IDX "
+                   "folder for the full MNIST); without it mnist is the built-in 5k, digits never takes one.")
 @click.option("--arch", type=click.Choice(_ARCHS), default="resnet20", show_default=True, help="Network.")
 @click.option("--L", "L", type=click.IntRange(min=1), default=None,
               help="QCFS quantization levels [default: 4; taken from the checkpoint with --load].")
@@ -88,7 +88,12 @@ def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs:
                          seed=seed, out=str(out), resume=str(resume) if resume else None,
                          num_workers=num_workers, device=device, exporter=exporter, image_size=image_size,
                          threads=threads, progress=not quiet)
-    result = run_training(config)
+    try:
+        result = run_training(config)
+    except KeyboardInterrupt:
+        last = out / "last.pt"
+        raise KeyboardInterrupt(f"interrupted; continue with --resume {last}" if last.exists() else
+                                "interrupted before the first epoch ended; nothing was saved") from None
     if result.onnx_path is not None:  # rank 0 only
         click.echo(f"model: {result.onnx_path}")
         click.echo(f"checkpoints: {result.best_path} {result.last_path}")

@@ -174,7 +174,7 @@ def format_table(report: EvalReport, metric: str = "top1") -> str:
     for r in report.rows:
         vals = getattr(r, metric)
         if r.tau is None:
-            lines.append(f"{r.name:<16}" + f"{vals[0]:>9.2f}" + "  (ANN)")
+            lines.append(f"{r.name:<16}" + f"{vals[0]:>9.2f}" + "  (no time steps)")
         else:
             lines.append(f"{r.name:<16}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
             if r.tau:

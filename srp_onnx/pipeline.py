@@ -118,6 +118,16 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
         raise UsageError(f"--{what} '{text}': give comma-separated numbers, e.g. 0.5,0.5,0.5.") from None
 
 
+_NOTED: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    """A note on stderr, once per process (calibration and evaluation resolve the same data)."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(text, file=sys.stderr)
+
+
 def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...], data_spec: str,
                           overrides: dict | None = None) -> Preprocessing:
     """The model's own preprocessing (metadata), else one inferred from its input shape; then overrides."""
@@ -134,8 +144,8 @@ def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...]
         scale = PRESETS[data_spec].scale if data_spec in PRESETS else 255.0
         base = Preprocessing(scale=scale, size=size, layout=layout, channels=channels, source="the input shape")
         if not overrides.keys() & {"mean", "std"} and data_spec and not str(data_spec).endswith(".npz"):
-            print(f"srp-onnx: the model has no preprocessing metadata; using pixels / {scale:g} "
-                  "(pass --mean/--std/--scale to change)", file=sys.stderr)
+            _note_once(f"srp-onnx: the model has no preprocessing metadata; using pixels / {scale:g} "
+                       "(pass --mean/--std/--scale to change)")
     fields = {}
     for k in ("mean", "std"):
         if k in overrides:

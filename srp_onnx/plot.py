@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from srp_onnx.errors import UsageError
+from srp_onnx.io import umask_mode
 
 
 def _pyplot():
@@ -24,6 +25,7 @@ def save_figure(fig, path: str | os.PathLike[str]) -> None:
     """Save atomically (temporary file in the target folder, then rename)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    os.fchmod(fd, umask_mode())
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
@@ -79,6 +81,7 @@ def plot_analysis(an, path: str | os.PathLike[str]) -> None:
                 label="QCFS (tau=0)" if run.tau == 0 else f"SRP (tau={run.tau})")
     ax.set_title("firing rate (spikes / neuron / step)")
     ax.set_xlabel("neuron layer")
+    ax.set_xticks(range(len(runs[0].layers)))  # whole layer indices
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path)

@@ -108,8 +108,10 @@ def select_providers(device: str = "auto", quiet: bool = False) -> list[str]:
     if ok:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
-        raise UsageError(f"--device cuda: {why}. Install onnxruntime-gpu with a matching CUDA, "
-                         "or use --device cpu.")
+        fix = ("install onnxruntime-gpu" if "no CUDA execution provider" in why else
+               "check that this machine has an NVIDIA GPU and the CUDA and cuDNN libraries onnxruntime-gpu "
+               f"{_ort().__version__} was built for")
+        raise UsageError(f"--device cuda: {why}. To use it, {fix}; or use --device cpu.")
     if not quiet:
         print(f"srp-onnx: using the CPU execution provider ({why})", file=sys.stderr)
     return ["CPUExecutionProvider"]

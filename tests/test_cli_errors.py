@@ -107,3 +107,45 @@ def test_a_batch_constant_the_converter_cannot_fix_is_named_with_the_fix(tmp_pat
     line = assert_refused(tmp_path, ["convert", str(path)], "'to_column' (Reshape)",
                           "re-export it with a dynamic batch")
     assert "onnxruntime_src" not in line and "was false" not in line
+
+
+def test_click_usage_errors_are_one_line_too(tmp_path):
+    p = save(mlp("Clip"), tmp_path / "m.onnx")
+    for args, needle in ((["eval", str(p), "--data", "digits", "--T", "0"], "--T"),
+                         (["eval", str(p), "--data", "digits", "--batch-size", "0"], "--batch-size"),
+                         (["convert"], "Missing argument"),
+                         (["nosuch"], "No such command")):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("srp-onnx: error:") and needle in lines[0], r.stderr
+
+
+def test_convert_refuses_to_overwrite_its_input(tmp_path):
+    p = save(mlp("Clip"), tmp_path / "m.onnx")
+    before = p.read_bytes()
+    code, _, stderr = run(["convert", str(p), "-o", str(p)])
+    assert code == 2 and "input model itself" in stderr
+    assert p.read_bytes() == before
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    p = save(mlp("Clip"), tmp_path / "m.onnx")
+    out, js = tmp_path / "m.snn.onnx", tmp_path / "r.json"
+    old = os.umask(0o022)
+    try:
+        assert run(["convert", str(p), "-o", str(out)])[0] == 0
+        np.savez(tmp_path / "d.npz", x=np.zeros((4, 16), np.float32), y=np.zeros(4, np.int64))
+        assert run(["eval", str(out), "--data", str(tmp_path / "d.npz"), "--T", "1", "--json", str(js)])[0] == 0
+    finally:
+        os.umask(old)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644) and oct(js.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_analyze_checks_its_output_folders_before_working(tmp_path):
+    p = save(mlp("Clip"), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 16), np.float32), y=np.zeros(4, np.int64))
+    assert_refused(tmp_path, ["analyze", str(p), "--data", str(tmp_path / "d.npz"),
+                              "--plot", str(tmp_path / "nodir" / "x.png")], "--plot", "does not exist")

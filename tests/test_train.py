@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from srp_onnx.data import METADATA_KEY, Preprocessing
-from srp_onnx.errors import UsageError
+from srp_onnx.errors import DataError, UsageError
 from srp_onnx.train import QCFS, TrainConfig, build_model, load_checkpoint, qcfs_modules, train
 from srp_onnx.train.datasets import load_data
 from srp_onnx.train.export import export_onnx
@@ -450,3 +450,40 @@ def test_exported_model_converts_and_snn_step1_equals_the_L1_ann(tmp_path: Path)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_data_dir_is_used_for_mnist_refused_for_digits_and_checked_for_cifar(tmp_path: Path) -> None:
+    """--data-dir with mnist reads a full MNIST IDX folder; digits takes none; CIFAR needs CIFAR-sized images."""
+    import gzip
+    import struct
+
+    def write_idx(path: Path, a: np.ndarray) -> None:
+        head = struct.pack(">BBBB", 0, 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+        path.write_bytes(gzip.compress(head + a.astype(np.uint8).tobytes()))
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("t10k", 12)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    bundle = load_data("mnist", tmp_path)
+    assert len(bundle.train) == 30 and len(bundle.test) == 12 and bundle.in_channels == 1
+    with pytest.raises(UsageError, match="digits is built in"):
+        load_data("digits", tmp_path)
+    with pytest.raises(DataError, match="28x28x1 images, not cifar10's 32x32x3"):
+        load_data("cifar10", tmp_path)
+
+
+def test_ctrl_c_in_train_names_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srp_onnx_cli.main import main
+
+    import srp_onnx.train as train_pkg
+
+    def interrupted(config):
+        (Path(config.out) / "last.pt").write_bytes(b"")  # as after a finished epoch
+        raise KeyboardInterrupt
+
+    (tmp_path / "run").mkdir()
+    monkeypatch.setattr(train_pkg, "train", interrupted)
+    r = CliRunner().invoke(main, ["train", "--dataset", "digits", "--arch", "cnn", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 130
+    assert f"--resume {tmp_path / 'run' / 'last.pt'}" in r.stderr

@@ -86,7 +86,8 @@ class Preprocessing:
         for name, values in (("mean", mean), ("std", std)):
             if len(values) not in (1, channels):
                 raise fail(
-                    f"{name} has {len(values)} values but channels is {channels}; give 1 or {channels} values"
+                    f"{name} has {len(values)} values but channels is {channels}; give "
+                    + ("1 value" if channels == 1 else f"1 or {channels} values")
                 )
             if not all(math.isfinite(v) for v in values):
                 raise fail(f"{name} {values} is not finite")

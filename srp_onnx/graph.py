@@ -48,7 +48,10 @@ class Node:
         return self.attrs.get(key, default)
 
     def describe(self) -> str:
-        return f"node '{self.name or self.outputs[0]}' ({self.op})"
+        out = next((o for o in self.outputs if o), None)
+        if not self.name or out is None or out == self.name:
+            return f"node '{self.name or out}' ({self.op})"
+        return f"node '{self.name}' ({self.op} -> '{out}')"  # dynamo's node names are often just 'n0'
 
 
 @dataclasses.dataclass

@@ -172,11 +172,22 @@ def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...]
             elif sorted(x.shape[1:]) == sorted(input_shape) and ds.preprocessed:
                 raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
                                 f"{tuple(input_shape)}: float data is used as it is, so store it in the model's "
-                                "layout (e.g. np.transpose(x, (0, 2, 3, 1)) for NCHW -> NHWC), or store raw "
-                                "uint8 images, which are laid out for the model.")
+                                f"layout ({_transpose_hint(tuple(x.shape[1:]), tuple(input_shape))}), or store "
+                                "raw uint8 images, which are laid out for the model.")
             else:
                 raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
                                 f"{tuple(input_shape)}. Use data of the model's input size (or --resize/--crop).")
         if not np.isfinite(x).all():
             raise DataError(f"{ds.where}: the input holds NaN or Inf values. Clean the data.")
         yield np.ascontiguousarray(x, dtype=np.float32), y
+
+
+def _transpose_hint(have: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """The np.transpose that turns samples shaped ``have`` into ``want`` (batch axis first)."""
+    import itertools
+
+    for perm in itertools.permutations(range(len(have))):
+        if tuple(have[k] for k in perm) == want:
+            axes = (0, *(k + 1 for k in perm))
+            return f"np.transpose(x, {axes})"
+    return "transpose it"

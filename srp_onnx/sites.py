@@ -259,10 +259,10 @@ def activation_tensors(graph: Graph) -> set[str]:
     return carrying
 
 
-SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div by constants, residual Add, "
-                  "AveragePool, GlobalAveragePool, Pad, Reshape, Flatten, Transpose, Concat, Squeeze, "
-                  "Unsqueeze, Slice, BatchNormalization, Identity, Dropout, and the activations ReLU, "
-                  "Clip(0, c), QCFS")
+SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div/Neg by constants, residual Add/Sum, "
+                  "AveragePool, GlobalAveragePool, ReduceMean, ReduceSum, Pad, Reshape, Flatten, Transpose, "
+                  "Concat, Split, Squeeze, Unsqueeze, Slice, Gather, Expand, Tile, DepthToSpace, SpaceToDepth, "
+                  "Cast, BatchNormalization, Identity, Dropout, and the activations ReLU, Clip(0, c), QCFS")
 
 
 def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None,

@@ -132,6 +132,14 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     return choice
 
 
+def _warn_unused_options(loaded, model: str) -> None:
+    if loaded.plan is None:
+        warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
+    elif not any(s.source.startswith("calibration") for s in loaded.plan.sites):
+        warn_ignored(("calib", "calib_limit", "calib_rule", "percentile", "per_channel"),
+                     "every neuron layer takes its threshold from the graph (a Clip bound or a QCFS lambda)")
+
+
 def _site_table(sites: list) -> str:
     rows = [("layer", "kind", "shape", "theta", "theta from")]
     for s in sites:
@@ -166,6 +174,7 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     p = loaded.plan
     if p is None:
         raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
+    _warn_unused_options(loaded, model)
     for note in p.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(_site_table(p.sites))
@@ -249,8 +258,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         if path:
             check_writable(path, option=option)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
-    if loaded.plan is None:
-        warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
+    _warn_unused_options(loaded, model)
     anns = {"ANN": open_ann(ann, loaded)} if ann else {"ANN": loaded.ann} if loaded.ann is not None else {}
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
         anns = {} if not ann and loaded.plan is None else {"ANN (MaxPool)": open_ann(ann or model, loaded)}
@@ -274,6 +282,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     click.echo(format_table(report))
     if top5:
         click.echo(format_table(report, "top5"))
+    for w in report.warnings:
+        click.echo(f"srp-onnx: warning: {w}", err=True)
     if json_out:
         write_text(json_out, json.dumps(report.to_json(), indent=2))
     if plot:
@@ -307,8 +317,7 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
-    if loaded.plan is None:
-        warn_ignored(CONVERSION_ONLY, f"'{model}' is converted already (convert the ANN again to change them)")
+    _warn_unused_options(loaded, model)
     if tau_v == "auto":
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
                           pre, test_data=data).tau

@@ -47,6 +47,7 @@ class EvalReport:
     rows: list[Row]
     settings: dict
     provider: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         import onnxruntime
@@ -58,6 +59,7 @@ class EvalReport:
             "python": platform.python_version(),
             "execution_provider": self.provider,
             "settings": self.settings,
+            "warnings": self.warnings,
             "images": self.n,
             "T": self.T,
             "latency_note": "t counts steps after the tau pre-simulation steps (the paper's T); "
@@ -128,6 +130,7 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
             ann_sessions[name] = ort.InferenceSession(m.SerializeToString(), _session_options(),
                                                       providers=select_providers(device, quiet=True))
     ann_correct = {name: [0, 0] for name in anns}
+    varies: set[str] = set()  # runs whose logits differ between images at some step
     n = 0
     bar = Progress(total, enabled=progress)
     try:
@@ -135,6 +138,8 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
             y = np.asarray(y, dtype=np.int64)
             for name, t in runs:
                 logits = model.simulate(x, T, t).logits
+                if len(x) > 1 and np.ptp(logits, axis=1).max() > 0:
+                    varies.add(name)
                 K = logits.shape[-1]
                 if n == 0 and (y.min() < 0 or y.max() >= K):
                     raise DataError(f"labels range over {int(y.min())}..{int(y.max())} but the model has {K} "
@@ -163,7 +168,12 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
                         [float(v) for v in a.percent("top5")]))
     s = dict(settings or {})
     s.update(T=T, tau=tau, compare_baseline=compare_baseline, device=device)
-    return EvalReport(T, n, rows, s, model.provider)
+    warnings = [f"{name} (tau={t}): the logits are the same for every image at every step up to T = {T}: no spike "
+                "reaches the output layer, so its accuracy is that of a constant guess. The thresholds are too "
+                "high for this network's activations (say, ReLU6's 6 over activations far below it); try a larger "
+                "T, or a QCFS-trained network or calibrated ReLU thresholds."
+                for name, t in runs if n > 1 and name not in varies]
+    return EvalReport(T, n, rows, s, model.provider, warnings)
 
 
 def format_table(report: EvalReport, metric: str = "top1") -> str:

@@ -149,3 +149,19 @@ def test_analyze_checks_its_output_folders_before_working(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 16), np.float32), y=np.zeros(4, np.int64))
     assert_refused(tmp_path, ["analyze", str(p), "--data", str(tmp_path / "d.npz"),
                               "--plot", str(tmp_path / "nodir" / "x.png")], "--plot", "does not exist")
+
+
+def test_a_network_whose_output_never_changes_is_flagged(tmp_path):
+    """Clip(0, 1000) over activations near 1: no neuron reaches half its threshold in 2 steps."""
+    import json
+
+    p = save(mlp("Clip", clip_max=1000.0), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(16) % 4)
+    out = tmp_path / "r.json"
+    code, _, stderr = run(["eval", str(p), "--data", str(tmp_path / "d.npz"), "--T", "2", "--json", str(out)])
+    assert code == 0 and "warning: SRP (tau=4): the logits are the same for every image" in stderr
+    assert json.loads(out.read_text())["warnings"]
+    p6 = save(mlp("Clip", clip_max=6.0), tmp_path / "m6.onnx")  # thresholds that do fire: no warning
+    code, _, stderr = run(["eval", str(p6), "--data", str(tmp_path / "d.npz"), "--T", "8"])
+    assert code == 0 and "logits are the same" not in stderr

@@ -135,3 +135,57 @@ def test_gate_names_the_pool_it_cannot_gate(tmp_path):
     assert r.exit_code == 2
     assert "'input_pool' (MaxPool" in r.stderr and "--maxpool avg" in r.stderr
     assert "or pass --maxpool gate" not in r.stderr
+
+
+def test_gate_follows_zero_padding_concat_and_a_second_pool(tmp_path):
+    """ReLU branches -> Concat -> zero Pad -> MaxPool -> MaxPool (SqueezeNet, Keras' ZeroPadding2D, GoogLeNet)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+            self.pad, self.pool1, self.pool2 = nn.ZeroPad2d(1), nn.MaxPool2d(3, 1), nn.MaxPool2d(2)
+            self.fc = nn.Linear(8 * 4 * 4, 10)
+
+        def forward(self, x):
+            y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+            return self.fc(torch.flatten(self.pool2(self.pool1(self.pad(y))), 1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "branches.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}})
+    calib_x, x, _ = _digits(False)
+    snn, plan = convert(path, ConvertOptions(tau=4, maxpool="gate"), calib=lambda p: calibrate(p, [calib_x]))
+    assert sum("spiking max-pool gate" in n for n in plan.notes) == 2
+    gated = ort.InferenceSession(plan.ann_model().SerializeToString(), providers=["CPUExecutionProvider"])
+    orig = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(gated.run(None, {plan.input.name: x})[0], orig.run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+    _assert_spikes_equal_the_reference(snn, plan, x[:16])
+
+
+def test_gate_declines_a_concat_of_different_clips(tmp_path):
+    """max(clip(x1, 0, 2), clip(x2, 0, 6)) has no single current to rank by: refused, --maxpool avg offered."""
+    torch = pytest.importorskip("torch")
+    from click.testing import CliRunner
+    from srp_onnx_cli.main import main
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(8 * 4 * 4, 10)
+
+        def forward(self, x):
+            y = torch.cat([torch.clamp(self.a(x), 0, 2), torch.clamp(self.b(x), 0, 6)], 1)
+            return self.fc(torch.flatten(nn.functional.max_pool2d(y, 2), 1))
+
+    path = tmp_path / "clips.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}})
+    r = CliRunner().invoke(main, ["convert", str(path), "--maxpool", "gate", "-o", str(tmp_path / "o.onnx")])
+    assert r.exit_code == 2 and "MaxPool" in r.stderr and "--maxpool avg" in r.stderr

@@ -70,35 +70,75 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
     rewrite is exact there. In the SNN each window forwards the spike train of the neuron
     whose input current is largest at this step (exactly the ANN's winner when that current
     is constant over time, as for a first layer; an approximation deeper in the network).
-    Unlike averaging, it keeps the network. Returns the names of the nodes it wrote, which
-    ``check_linear`` accepts.
+    Unlike averaging, it keeps the network.
+
+    The current that ranks a tensor's elements (its *proxy*) follows the tensor through
+    1. zero padding (Keras' ZeroPadding2D before a pool): the proxy is padded with -inf,
+       since act(-inf) = 0 is the padded value and a pad never outranks a real element;
+    2. Concat of neuron layers with the same activation (SqueezeNet's fire modules): the
+       proxies are concatenated the same way;
+    3. a gated pool (GoogLeNet's pool after pool): its proxy is the window's largest current.
+    Returns the names of the nodes it wrote, which ``check_linear`` accepts.
     """
     import numpy as np
 
     from srp_onnx.graph import Node
 
     _move_activations_before_pools(graph, sites, ctx)
-    by_output = {s.output: s for s in sites}
+    proxy = {s.output: s.input for s in sites}  # tensor -> the current that orders its elements
+    act = {s.output: (s.kind, None if s.kind == "relu" else s.theta) for s in sites}
     written: set[str] = set()
-    for node in list(graph.walk(("MaxPool",))):
-        site = by_output.get(node.inputs[0])
-        if site is None or (len(node.outputs) > 1 and node.outputs[1]):
-            continue
-        base = node.name
-        keep = {k: v for k, v in node.attrs.items()
-                if k in ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad", "dilations")}
-        idx, flat = graph.fresh_name(f"{base}__gate_idx"), graph.fresh_name(f"{base}__gate_flat")
-        shape = graph.add_const(f"{base}__gate_shape", np.array([-1], dtype=np.int64))
-        new = [
-            Node("MaxPool", [site.input], [graph.fresh_name(f"{base}__gate_max"), idx], keep,
-                 name=f"{base}__gate_argmax"),
-            Node("Reshape", [site.output, shape], [flat], name=f"{base}__gate_flatten"),
-            Node("Gather", [flat, idx], [node.outputs[0]], {"axis": 0}, name=f"{base}__gate_select"),
-        ]
-        i = graph.nodes.index(node)
-        graph.nodes[i:i + 1] = new
-        written.update(n.name for n in new)
-        ctx.note(f"replaced {base} (MaxPool) by a spiking max-pool gate (--maxpool gate): each window passes the "
-                 "spikes of the neuron with the largest input current")
+    for node in list(graph.nodes):
+        x = node.inputs[0] if node.inputs else None
+        if node.op == "Pad" and x in proxy and _zero_constant_pad(graph, node):
+            out = graph.fresh_name(f"{node.outputs[0]}__gate_current")
+            low = graph.add_const(f"{node.name}__gate_low", np.array(-np.inf, np.float32))
+            pads = node.inputs[1]
+            extra = node.inputs[3:4]  # axes (opset 18), when given
+            new = Node("Pad", [proxy[x], pads, low, *extra], [out], {"mode": "constant"},
+                       name=f"{node.name}__gate_pad")
+            graph.nodes.insert(graph.nodes.index(node), new)
+            written.add(new.name)
+            proxy[node.outputs[0]], act[node.outputs[0]] = out, act[x]
+        elif node.op == "Concat" and node.inputs and all(i in proxy for i in node.inputs):
+            if len({act[i] for i in node.inputs}) != 1:
+                continue  # max over different activations has no single ranking current
+            out = graph.fresh_name(f"{node.outputs[0]}__gate_current")
+            new = Node("Concat", [proxy[i] for i in node.inputs], [out], dict(node.attrs),
+                       name=f"{node.name}__gate_concat")
+            graph.nodes.insert(graph.nodes.index(node), new)
+            written.add(new.name)
+            proxy[node.outputs[0]], act[node.outputs[0]] = out, act[node.inputs[0]]
+        elif node.op == "MaxPool" and x in proxy and not (len(node.outputs) > 1 and node.outputs[1]):
+            base = node.name
+            keep = {k: v for k, v in node.attrs.items()
+                    if k in ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad", "dilations")}
+            idx, flat = graph.fresh_name(f"{base}__gate_idx"), graph.fresh_name(f"{base}__gate_flat")
+            best = graph.fresh_name(f"{base}__gate_max")
+            shape = graph.add_const(f"{base}__gate_shape", np.array([-1], dtype=np.int64))
+            new = [
+                Node("MaxPool", [proxy[x]], [best, idx], keep, name=f"{base}__gate_argmax"),
+                Node("Reshape", [x, shape], [flat], name=f"{base}__gate_flatten"),
+                Node("Gather", [flat, idx], [node.outputs[0]], {"axis": 0}, name=f"{base}__gate_select"),
+            ]
+            i = graph.nodes.index(node)
+            graph.nodes[i:i + 1] = new
+            written.update(n.name for n in new)
+            proxy[node.outputs[0]], act[node.outputs[0]] = best, act[x]
+            ctx.note(f"replaced {base} (MaxPool) by a spiking max-pool gate (--maxpool gate): each window passes "
+                     "the spikes of the neuron with the largest input current")
     graph.toposort()
+    graph.prune()
     return written
+
+
+def _zero_constant_pad(graph: Graph, node) -> bool:
+    """A constant-mode Pad whose value is 0 (the default)."""
+    import numpy as np
+
+    if node.attr("mode", "constant") not in ("constant", b"constant"):
+        return False
+    value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if value is None:
+        return True
+    return graph.is_const(value) and not np.any(graph.consts[value])

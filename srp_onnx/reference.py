@@ -367,8 +367,11 @@ def _apply(node: NodeLike, ins: list[_Val | None], opset: int, S: int) -> list[_
         return [_Val(y, True) for y in _call(handler, node, aligned, opset)]
 
     first = ins[0]
+    # MaxPool's Indices count flat positions in its input, so folding time into the batch would shift them.
+    indices = node.op == "MaxPool" and len(node.outputs) > 1 and bool(node.outputs[1])
     if (
         node.op in _BATCHWISE
+        and not indices
         and first is not None
         and first.seq
         and first.data.ndim >= 2
@@ -994,6 +997,17 @@ def Gather(node: NodeLike, ins: Inputs, opset: int) -> Array:
     return np.take(x, np.where(idx < 0, idx + x.shape[axis], idx), axis=axis)
 
 
+def GatherND(node: NodeLike, ins: Inputs, opset: int) -> Array:
+    """ONNX GatherND with batch_dims = 0: out[i...] = x[idx[i..., 0], ..., idx[i..., k-1]]."""
+    x, idx = ins[0], ins[1]
+    assert x is not None and idx is not None
+    if int(_attr(node, "batch_dims", 0)) != 0:
+        raise NotImplementedError(f"reference simulator: GatherND with batch_dims != 0 (node '{node.name}')")
+    k = idx.shape[-1]
+    idx = np.where(idx < 0, idx + np.array(x.shape[:k]), idx)
+    return x[tuple(idx[..., i] for i in range(k))]
+
+
 def Cast(node: NodeLike, ins: Inputs, opset: int) -> Array:
     x = ins[0]
     assert x is not None
@@ -1084,6 +1098,7 @@ _HANDLERS: dict[str, Handler] = {
     "Shape": Shape,
     "Size": Size,
     "Gather": Gather,
+    "GatherND": GatherND,
     "Cast": Cast,
     "ConstantOfShape": ConstantOfShape,
     "Expand": Expand,

@@ -42,13 +42,14 @@ LINEAR = {
     "Flatten", "Transpose", "Concat", "Squeeze", "Unsqueeze", "Slice", "Split", "Gather", "Identity",
     "Dropout", "BatchNormalization", "ReduceMean", "ReduceSum", "Cast", "Expand", "Tile", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "DepthToSpace", "SpaceToDepth",
+    "GatherND", "Where",  # with constant indices / condition: they only route values (dynamo's adaptive pool)
 }
 # Inputs (by position) that must not carry activations: weights, indices, shapes.
 _STATIC_SLOTS = {
     "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "Gather": (1,),
     "Reshape": (1,), "Pad": (1, 2), "Slice": (1, 2, 3, 4), "Expand": (1,), "Tile": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "ReduceMean": (1,), "ReduceSum": (1,),
-    "Mul": (), "Div": (1,),
+    "Mul": (), "Div": (1,), "GatherND": (1,), "Where": (0,),
 }
 _SHAPE_OPS = {"Shape", "Size"}  # outputs describe shapes, not activations
 
@@ -261,8 +262,9 @@ def activation_tensors(graph: Graph) -> set[str]:
 
 SUPPORTED_TEXT = ("Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div/Neg by constants, residual Add/Sum, "
                   "AveragePool, GlobalAveragePool, ReduceMean, ReduceSum, Pad, Reshape, Flatten, Transpose, "
-                  "Concat, Split, Squeeze, Unsqueeze, Slice, Gather, Expand, Tile, DepthToSpace, SpaceToDepth, "
-                  "Cast, BatchNormalization, Identity, Dropout, and the activations ReLU, Clip(0, c), QCFS")
+                  "Concat, Split, Squeeze, Unsqueeze, Slice, Gather, GatherND, Where (constant condition), Expand, "
+                  "Tile, DepthToSpace, SpaceToDepth, Cast, BatchNormalization, Identity, Dropout, and the "
+                  "activations ReLU, Clip(0, c), QCFS")
 
 
 def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNodeError] | None = None,

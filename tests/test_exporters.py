@@ -193,3 +193,42 @@ def test_a_converted_avg_swap_keeps_saying_so(tmp_path):
     assert list(rows[2]) == ["ANN (MaxPool)", "ANN (AvgPool)"]
     assert rows[2]["ANN (AvgPool)"] == rows[0]["ANN (AvgPool)"]
     assert rows[2]["ANN (MaxPool)"] != rows[2]["ANN (AvgPool)"]
+
+
+def test_dynamo_adaptive_pool_gathernd_where_converts_and_matches_the_reference(tmp_path):
+    """torch's dynamo exporter writes AdaptiveAvgPool2d(3) over a 2x2 map as GatherND + Where + Gathers:
+    routing with constant indices and conditions, which the SNN passes through like the ANN."""
+    import collections
+
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from srp_onnx.calibrate import calibrate
+    from srp_onnx.convert import ConvertOptions, convert
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(4)
+            self.adapt, self.fc = nn.AdaptiveAvgPool2d(3), nn.Linear(36, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.adapt(self.pool(torch.relu(self.conv(x)))), 1))
+
+    torch.manual_seed(0)
+    prog = torch.onnx.export(Net().eval(), (torch.zeros(2, 1, 8, 8),), dynamo=True, opset_version=18,
+                             input_names=["x"], output_names=["logits"], external_data=False,
+                             dynamic_shapes=({0: torch.export.Dim("N", min=1, max=4096)},))
+    path = tmp_path / "adaptive.onnx"
+    onnx.save(prog.model_proto, str(path))
+    ops = collections.Counter(n.op_type for n in prog.model_proto.graph.node)
+    assert ops["GatherND"] and ops["Where"]
+    calib_x, x, _ = digits([None, 1, 8, 8])
+    snn, plan = convert(path, ConvertOptions(tau=4), calib=lambda p: calibrate(p, [calib_x]))
+    x = x[:16]
+    sites = [reference.RefSite(s.input, s.output, float(s.theta)) for s in plan.sites]
+    ref = reference.simulate(from_onnx(onnx.load(str(path))), sites, x, T=8, tau=4, output=plan.logits)
+    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, 4)
+    np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    for s in plan.sites:
+        np.testing.assert_array_equal(got.spikes[s.name], ref.spikes[s.output], err_msg=s.name)

@@ -145,11 +145,13 @@ def test_gate_follows_zero_padding_concat_and_a_second_pool(tmp_path):
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)  # so the pooled currents change from step to step
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
             self.pad, self.pool1, self.pool2 = nn.ZeroPad2d(1), nn.MaxPool2d(3, 1), nn.MaxPool2d(2)
             self.fc = nn.Linear(8 * 4 * 4, 10)
 
         def forward(self, x):
+            x = torch.relu(self.stem(x))
             y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
             return self.fc(torch.flatten(self.pool2(self.pool1(self.pad(y))), 1))
 

@@ -125,7 +125,7 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
                         T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device,
                         default=int(loaded.metadata.get("srp_onnx.tau", "4")))
     click.echo(choice.format(), err=True)
-    if "every tau scored the same" in choice.criterion:
+    if choice.flat:
         click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on '{data}', which "
                    f"cannot tell them apart (is it data the model was trained on?); keeping tau = {choice.tau}.",
                    err=True)
@@ -259,10 +259,14 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
             check_writable(path, option=option)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     _warn_unused_options(loaded, model)
-    anns = {"ANN": open_ann(ann, loaded)} if ann else {"ANN": loaded.ann} if loaded.ann is not None else {}
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
-        anns = {} if not ann and loaded.plan is None else {"ANN (MaxPool)": open_ann(ann or model, loaded)}
+        original = ann or (model if loaded.plan is not None else None)
+        anns = {"ANN (MaxPool)": open_ann(original, loaded)} if original else {}
         anns["ANN (AvgPool)"] = loaded.ann
+    elif ann:
+        anns = {"ANN": open_ann(ann, loaded)}
+    else:
+        anns = {"ANN": loaded.ann} if loaded.ann is not None else {}
     choice = None
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre,

@@ -9,11 +9,12 @@ activations a = max(x, 0) are streamed into a histogram, and theta is
 layer.
 
 Streaming: each histogram has a fixed number of bins over [0, hi], hi a power
-of two above the first batch's maximum; when a batch brings a value above hi,
-hi is doubled (adjacent bins merged) until it fits. hi ends as the smallest
-power of two above the data's maximum however the data is batched, so the
-thresholds do not depend on the batch size. Memory is O(bins x channels) whatever the dataset size, and the
-percentile is exact up to one bin width, hi / BINS <= 2 * max / BINS
+of two above the first batch's maximum; when a batch brings a value at or
+above hi, hi is doubled (adjacent bins merged) until it is above. hi ends as
+the smallest power of two strictly above the data's maximum however the data
+is batched, so the thresholds do not depend on the batch size. Memory is
+O(bins x channels) whatever the dataset size, and the percentile is exact up
+to one bin width, hi / BINS <= 2 * max / BINS
 (BINS = 8192: 0.025 % of the layer's maximum).
 """
 
@@ -47,9 +48,9 @@ class StreamingHistogram:
                 continue
             m = float(v.max())
             self.max[r] = max(self.max[r], m)
-            if self.hi[r] == 0:  # a power of two: doubling keeps it one, so the bins never depend on how
-                self.hi[r] = 2.0 ** np.frexp(m)[1]  # the data was split into batches (m <= hi < 2 m)
-            while m > self.hi[r]:
+            if self.hi[r] == 0:  # the smallest power of two above m (m < hi <= 2 m)
+                self.hi[r] = 2.0 ** np.frexp(m)[1]
+            while m >= self.hi[r]:
                 c = self.counts[r]
                 self.counts[r] = np.concatenate([c.reshape(-1, 2).sum(1), np.zeros(self.bins // 2, np.int64)])
                 self.hi[r] *= 2

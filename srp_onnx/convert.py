@@ -83,6 +83,19 @@ class Plan:
         return to_onnx(g, ir_version=IR_VERSION)
 
 
+def load_normalized(path: str | os.PathLike[str], ctx: PassContext) -> Graph:
+    """The ANN at ``path`` checked and normalized (passes/): heads dropped, BN folded, batch dynamic."""
+    graph = from_onnx(load_model(path))
+    for name, value in graph.consts.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ModelError(f"'{path}': tensor '{name}' holds NaN or Inf values. The weights are broken; "
+                             "re-export from a healthy checkpoint.")
+    check_inputs(graph)
+    normalize(graph, ctx)
+    make_batch_dynamic(graph, ctx)
+    return graph
+
+
 def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *, collect: bool = False) -> Plan:
     """Load, normalize and find the sites; no calibration, nothing written.
 
@@ -91,16 +104,8 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
     """
     options = options or ConvertOptions()
     options.validate()
-    model = load_model(path)
-    graph = from_onnx(model)
-    for name, value in graph.consts.items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise ModelError(f"'{path}': tensor '{name}' holds NaN or Inf values. The weights are broken; "
-                             "re-export from a healthy checkpoint.")
-    check_inputs(graph)
     ctx = PassContext(maxpool=options.maxpool)
-    normalize(graph, ctx)
-    make_batch_dynamic(graph, ctx)
+    graph = load_normalized(path, ctx)
     inp = graph.inputs[0]
     if inp.elem_type != onnx.TensorProto.FLOAT:
         kind = {v: k for k, v in onnx.TensorProto.DataType.items()}.get(inp.elem_type, f"#{inp.elem_type}")

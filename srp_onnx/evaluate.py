@@ -138,7 +138,7 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
             y = np.asarray(y, dtype=np.int64)
             for name, t in runs:
                 logits = model.simulate(x, T, t).logits
-                if len(x) > 1 and np.ptp(logits, axis=1).max() > 0:
+                if name not in varies and len(x) > 1 and np.ptp(logits, axis=1).max() > 0:
                     varies.add(name)
                 K = logits.shape[-1]
                 if n == 0 and (y.min() < 0 or y.max() >= K):
@@ -197,6 +197,11 @@ class TauChoice:
     tau: int
     curve: list[tuple[int, int, float]]  # (tau, t, top-1 %) seen on the calibration split
     criterion: str
+
+    @property
+    def flat(self) -> bool:
+        """Every tau scored the same: the data cannot tell them apart."""
+        return len({acc for _, _, acc in self.curve}) == 1
 
     def to_json(self) -> dict:
         return {"tau": self.tau, "criterion": self.criterion,

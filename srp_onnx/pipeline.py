@@ -83,16 +83,12 @@ def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
     the label first) and a model exported with batch 1 could not run a batch. It must take the
     spiking model's input; a file other than the one converted gets a warning (it is shown as given).
     """
-    from srp_onnx.graph import ValueInfo, from_onnx, to_onnx
-    from srp_onnx.load import file_sha256, load_model
+    from srp_onnx.convert import IR_VERSION, load_normalized
+    from srp_onnx.graph import ValueInfo, to_onnx
+    from srp_onnx.load import file_sha256
     from srp_onnx.passes import PassContext
-    from srp_onnx.passes import normalize as normalize_graph
-    from srp_onnx.passes.batch import make_batch_dynamic
 
-    graph = from_onnx(load_model(path))
-    ctx = PassContext()  # MaxPool stays as it is: this is the ANN the user has
-    normalize_graph(graph, ctx)
-    make_batch_dynamic(graph, ctx)
+    graph = load_normalized(path, PassContext())  # MaxPool stays as it is: this is the ANN the user has
     inp = graph.inputs[0]
     shape = tuple(inp.shape[1:]) if inp.shape else None
     if shape != tuple(loaded.input_shape):
@@ -104,8 +100,6 @@ def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
               "(its sha256 differs); its accuracy is shown as it is.", file=sys.stderr)
     graph.outputs = [ValueInfo(graph.outputs[0].name, None)]
     graph.prune()
-    from srp_onnx.convert import IR_VERSION
-
     return to_onnx(graph, ir_version=IR_VERSION)
 
 

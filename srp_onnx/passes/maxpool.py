@@ -45,8 +45,9 @@ def _move_activations_before_pools(graph: Graph, sites: list, ctx: PassContext) 
         pool = producers.get(site.input)
         if pool is None or pool.op != "MaxPool" or (len(pool.outputs) > 1 and pool.outputs[1]):
             continue
-        chain = [n for n in graph.nodes if n.name in set(site.nodes)]
-        if {n.name for n in consumers.get(site.input, [])} - set(site.nodes):
+        in_chain = set(site.nodes)
+        chain = [n for n in graph.nodes if n.name in in_chain]
+        if {n.name for n in consumers.get(site.input, [])} - in_chain:
             continue  # the pooled tensor has other readers: they need it as it is
         x, pooled = pool.inputs[0], pool.outputs[0]
         moved = graph.fresh_name(f"{site.output}__before_pool")
@@ -88,7 +89,7 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
     proxy = {s.output: s.input for s in sites}  # tensor -> the current that orders its elements
     act = {s.output: (s.kind, None if s.kind == "relu" else s.theta) for s in sites}
     written: set[str] = set()
-    for node in list(graph.nodes):
+    for node in list(graph.nodes):  # in topological order: a tensor's proxy is known before its readers
         x = node.inputs[0] if node.inputs else None
         if node.op == "Pad" and x in proxy and _zero_constant_pad(graph, node):
             out = graph.fresh_name(f"{node.outputs[0]}__gate_current")
@@ -97,7 +98,7 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
             extra = node.inputs[3:4]  # axes (opset 18), when given
             new = Node("Pad", [proxy[x], pads, low, *extra], [out], {"mode": "constant"},
                        name=f"{node.name}__gate_pad")
-            graph.nodes.insert(graph.nodes.index(node), new)
+            graph.nodes.append(new)
             written.add(new.name)
             proxy[node.outputs[0]], act[node.outputs[0]] = out, act[x]
         elif node.op == "Concat" and node.inputs and all(i in proxy for i in node.inputs):
@@ -106,7 +107,7 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
             out = graph.fresh_name(f"{node.outputs[0]}__gate_current")
             new = Node("Concat", [proxy[i] for i in node.inputs], [out], dict(node.attrs),
                        name=f"{node.name}__gate_concat")
-            graph.nodes.insert(graph.nodes.index(node), new)
+            graph.nodes.append(new)
             written.add(new.name)
             proxy[node.outputs[0]], act[node.outputs[0]] = out, act[node.inputs[0]]
         elif node.op == "MaxPool" and x in proxy and not (len(node.outputs) > 1 and node.outputs[1]):
@@ -121,8 +122,8 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
                 Node("Reshape", [x, shape], [flat], name=f"{base}__gate_flatten"),
                 Node("Gather", [flat, idx], [node.outputs[0]], {"axis": 0}, name=f"{base}__gate_select"),
             ]
-            i = graph.nodes.index(node)
-            graph.nodes[i:i + 1] = new
+            graph.nodes.remove(node)
+            graph.nodes += new
             written.update(n.name for n in new)
             proxy[node.outputs[0]], act[node.outputs[0]] = best, act[x]
             ctx.note(f"replaced {base} (MaxPool) by a spiking max-pool gate (--maxpool gate): each window passes "

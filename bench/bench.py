@@ -10,7 +10,7 @@
    sum the ANN and the SNN compute is exact in float32. All variants must then agree
    bit for bit, which makes "gives the same outputs" a strict check.
 2. Exports them with torch.onnx (TorchScript exporter) and converts them (timed).
-3. Checks: ANN in onnxruntime = ANN in torch = numpy reference (srp_onnx.reference);
+3. Checks: ANN in onnxruntime = ANN in torch = numpy reference (tests/reference.py);
    every SNN runtime mode = numpy reference simulation = the PyTorch eager simulation
    (logits and, in the full run, every neuron's spike count). A float-weight ResNet-20
    measures what theta folding does to rounding when the weights are not dyadic.
@@ -399,7 +399,7 @@ def check_net(name: str, model, ann_path: Path, snn, plan, quick: bool) -> list[
     import onnx
     import torch
 
-    from srp_onnx import reference
+    import reference  # tests/reference.py: the oracle is test code
     from srp_onnx.graph import from_onnx
     from srp_onnx.runtime import SpikingModel
 
@@ -447,7 +447,7 @@ def rounding_experiment(work: Path) -> dict:
     """Float (non-dyadic) ResNet-20: how often does theta folding change a spike count?"""
     import onnx
 
-    from srp_onnx import reference
+    import reference  # tests/reference.py: the oracle is test code
     from srp_onnx.convert import ConvertOptions, convert
     from srp_onnx.graph import from_onnx
     from srp_onnx.runtime import SpikingModel
@@ -772,4 +772,5 @@ def report(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
+    sys.path.insert(1, str(HERE.parent / "tests"))  # the numpy oracle lives with the tests
     main()

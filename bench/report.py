@@ -257,7 +257,7 @@ def render(info: dict, nets: list[dict], conv: dict, rounding: dict | None, quic
         add("")
 
     # -- checks ----------------------------------------------------------------------------------------
-    add("## Checks (a few images, against the numpy reference simulator `srp_onnx.reference`)")
+    add("## Checks (a few images, against the numpy reference simulator `tests/reference.py`)")
     add("")
     add("| net | comparison | max abs diff of logits | spike counts differing / neurons (spikes) |")
     add("|---|---|---|---|")

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from srp_onnx import reference
+import reference
 from srp_onnx.analysis import E_AC_PJ, E_MAC_PJ, analyze, classify_cases
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.graph import from_onnx

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from srp_onnx_cli.main import main
 
-from srp_onnx import reference
+import reference
 from srp_onnx.convert import ann_from_snn
 from srp_onnx.graph import from_onnx
 from srp_onnx.runtime import SpikingModel

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from srp_onnx import reference
+import reference
 from srp_onnx.calibrate import calibrate
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.runtime import SpikingModel

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 import nets
 
-from srp_onnx import reference
+import reference
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.graph import from_onnx
 from srp_onnx.runtime import SpikingModel

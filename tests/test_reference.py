@@ -1,4 +1,4 @@
-"""Tests of the numpy reference simulator (srp_onnx/reference.py), the oracle of the parity tests.
+"""Tests of the numpy reference simulator (tests/reference.py), the oracle of the parity tests.
 
 Neuron tests use dyadic numbers so that float32 arithmetic is exact and boundaries are
 hit exactly. Graph tests build tiny models with onnx.helper and compare ``run_ann``
@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from srp_onnx.graph import Graph, from_onnx
-from srp_onnx.reference import RefSite, if_neuron, if_step, run_ann, simulate
+from reference import RefSite, if_neuron, if_step, run_ann, simulate
 
 F32 = np.float32
 
@@ -69,7 +69,7 @@ def l1_activation(theta: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def test_reference_module_imports_neither_onnx_nor_the_converter() -> None:
-    import srp_onnx.reference as ref
+    import reference as ref
 
     tree = ast.parse(Path(ref.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from srp_onnx_cli.main import main
 
-from srp_onnx import reference
+import reference
 from srp_onnx.analysis import analyze
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.data import METADATA_KEY, Preprocessing, open_dataset

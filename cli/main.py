@@ -7,7 +7,9 @@ for the traceback); 130 interrupted.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import sys
 import traceback
@@ -17,8 +19,8 @@ from typing import Any
 import click
 
 from srp_onnx import __version__
-from srp_onnx.errors import SrpOnnxError, UsageError
-from srp_onnx.io import check_writable
+from srp_onnx.errors import SrpOnnxError, UsageError, quote, safe
+from srp_onnx.io import Terminated, check_outputs
 
 from .options import (
     CONVERSION_ONLY,
@@ -54,25 +56,70 @@ class Group(click.Group):
         except click.Abort:
             click.echo("srp-onnx: interrupted; nothing was written.", err=True)
             sys.exit(130)
+        except Terminated as e:
+            click.echo(f"srp-onnx: {e} received; stopped, and the file being written was removed.", err=True)
+            sys.exit(128 + e.signum)
+        _flush_stdout()
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SrpOnnxError as e:
-            click.echo(f"srp-onnx: error: {e}", err=True)
+            click.echo(f"srp-onnx: error: {safe(e)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as e:
             click.echo(f"srp-onnx: {str(e) or 'interrupted; nothing was written'}.", err=True)
             sys.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, Terminated):
             raise
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and _raised_by_echo(e):
+                _stdout_failed(e)  # stdout itself failed (`>/dev/full`): one line, exit 2
             if ctx.obj and ctx.obj.get("verbose"):
                 traceback.print_exc()
-            click.echo(f"srp-onnx: internal error: {type(e).__name__}: {e}. Rerun with -v for details "
+            click.echo(f"srp-onnx: internal error: {type(e).__name__}: {safe(e)}. Rerun with -v for details "
                        "and report it.", err=True)
             sys.exit(3)
+
+
+def _flush_stdout() -> None:
+    """Results reach stdout last (files are written first); if stdout cannot take them (``>/dev/full``),
+    say so in one line and exit 2 instead of Python's exit 120 with a second message at shutdown."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        _stdout_failed(e)
+    except (ValueError, AttributeError):  # closed or not a file
+        return
+
+
+def _raised_by_echo(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "echo" and tb.tb_frame.f_globals.get("__name__") == "click.utils":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _stdout_failed(e: OSError) -> None:
+    try:
+        with open(os.devnull, "w") as null:  # so the interpreter's own last flush has nowhere to fail
+            os.dup2(null.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    click.echo(f"srp-onnx: error: cannot write to standard output ({reason}); the output files, if any, "
+               "were written first.", err=True)
+    sys.exit(2)
+
+
+def _paths(*specs: str | None) -> list[str]:
+    """The data specs that are files or folders (not the built-in names ``mnist``/``digits``)."""
+    from srp_onnx.data.builtin import BUILTIN_NAMES
+
+    return [s for s in specs if s and s not in BUILTIN_NAMES]
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,6 +157,7 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     ``test_data`` is the set the accuracy is then reported on (eval, analyze): a single-split
     .npz cannot be both, since choosing on it would tune tau on the test images.
     """
+    from srp_onnx.convert import read_tau
     from srp_onnx.evaluate import choose_tau
     from srp_onnx.pipeline import model_batches, open_data
 
@@ -123,11 +171,11 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     ds = open_data(data, loaded, split="calib", overrides=overrides)
     choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
                         T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device,
-                        default=int(loaded.metadata.get("srp_onnx.tau", "4")))
+                        default=read_tau(loaded.snn, 4))
     click.echo(choice.format(), err=True)
     if choice.flat:
-        click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on '{data}', which "
-                   f"cannot tell them apart (is it data the model was trained on?); keeping tau = {choice.tau}.",
+        click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on {quote(data)}, "
+                   f"which cannot tell them apart (is it data the model was trained on?); keeping tau = {choice.tau}.",
                    err=True)
     return choice
 
@@ -146,7 +194,7 @@ def _site_table(sites: list) -> str:
         theta = "?" if s.theta is None else f"{s.theta:.6g}"
         kind = f"qcfs L={s.levels}" if s.kind == "qcfs" else s.kind
         shape = "x".join(map(str, s.shape)) if s.shape else "?"
-        rows.append((s.name, kind, shape, theta, s.source or "needs --calib"))
+        rows.append((safe(s.name), kind, shape, theta, safe(s.source) or "needs --calib"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -169,21 +217,21 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
-    check_writable(out, option="-o/--output", not_same_as=model if Path(model).exists() else None)
+    check_outputs({"-o/--output": out}, {"the model": model, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     p = loaded.plan
     if p is None:
         raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
     _warn_unused_options(loaded, model)
     for note in p.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(_site_table(p.sites))
+        click.echo(f"note: {safe(note)}", err=True)
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or calib, tau_target, latency_budget, tau_max, batch_size, "auto", pre)
         opts.tau = choice.tau
         set_default_tau(loaded.snn, choice.tau)
-    save_model(loaded.snn, out)
-    click.echo(f"wrote {out} ({len(p.sites)} neuron layers, tau = {opts.tau})")
+    save_model(loaded.snn, out)  # the file first: the results survive a closed stdout (`| true`)
+    click.echo(_site_table(p.sites))
+    click.echo(f"wrote {quote(out)} ({len(p.sites)} neuron layers, tau = {opts.tau})")
 
 
 @main.command()
@@ -191,19 +239,30 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
 @click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True)
 def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
-    from srp_onnx.convert import META, ConvertOptions, inferred_shapes, is_spiking, plan, probe_shapes, read_layers
+    from srp_onnx.convert import (
+        META,
+        ConvertOptions,
+        check_spiking,
+        inferred_shapes,
+        is_spiking,
+        plan,
+        probe_shapes,
+        read_layers,
+        read_tau,
+    )
     from srp_onnx.load import read_model
 
     raw = read_model(model)
     if is_spiking(raw):  # a converted model: what it was converted with
+        check_spiking(raw, model)
         meta = {m.key: m.value for m in raw.metadata_props}
-        click.echo(f"spiking model converted by srp-onnx {meta.get(f'{META}version', '?')} from "
-                   f"'{meta.get(f'{META}source', '?')}' (sha256 {meta.get(f'{META}source_sha256', '?')[:12]}), "
-                   f"default tau = {meta.get(f'{META}tau', '?')}")
-        click.echo(f"input '{meta.get(f'{META}input')}', logits '{meta.get(f'{META}logits')}'")
+        click.echo(f"spiking model converted by srp-onnx {safe(meta.get(f'{META}version', '?'))} from "
+                   f"{quote(meta.get(f'{META}source', '?'))} "
+                   f"(sha256 {safe(meta.get(f'{META}source_sha256', '?')[:12])}), default tau = {read_tau(raw)}")
+        click.echo(f"input {quote(meta.get(f'{META}input'))}, logits {quote(meta.get(f'{META}logits'))}")
         click.echo(_site_table(read_layers(raw)))
         for note in json.loads(meta.get(f"{META}notes", "[]")):
-            click.echo(f"note: {note}")
+            click.echo(f"note: {safe(note)}")
         return
     del raw
     p = plan(model, ConvertOptions(maxpool=maxpool), collect=True)
@@ -211,17 +270,17 @@ def inspect(model: str, maxpool: str) -> None:
         inferred_shapes(p)  # what shape inference knows; running the graph could fail on the problem
     else:
         probe_shapes(p)
-    click.echo(f"input '{p.input.name}' {list(p.input.shape or [])}, logits '{p.logits}' "
+    click.echo(f"input {quote(p.input.name)} {safe(list(p.input.shape or []))}, logits {quote(p.logits)} "
                f"{list(p.logits_shape or [])}")
     click.echo(_site_table(p.sites))
     for note in p.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {safe(note)}")
     need = [s.name for s in p.sites if s.theta is None]
     if need:
         click.echo(f"needs calibration data (--calib) for {len(need)} ReLU layer(s)")
     if p.problems:
         for e in p.problems[1:]:
-            click.echo(f"would fail: {e}")
+            click.echo(f"would fail: {safe(e)}")
         click.echo(f"convertible: no ({len(p.problems)} problem(s))")
         raise p.problems[0]
     click.echo("convertible: yes")
@@ -248,15 +307,16 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
     from srp_onnx.evaluate import evaluate, format_table
     from srp_onnx.io import write_text
+    from srp_onnx.neuron import MAX_T
     from srp_onnx.pipeline import CalibOptions, model_batches, open_ann, open_data, open_model
 
-    if T < 1:
-        raise click.BadParameter(f"{T}: the number of time steps must be at least 1.", param_hint="--T")
+    if not 1 <= T <= MAX_T:
+        raise click.BadParameter(f"{T}: the number of time steps must be 1 to {MAX_T}.", param_hint="--T")
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
-    for path, option in ((json_out, "--json"), (plot, "--plot")):
-        if path:
-            check_writable(path, option=option)
+    check_outputs({"--json": json_out, "--plot": plot},
+                  {"the model": model, "--data": _paths(data), "--ann": ann, "--calib": _paths(calib),
+                   "--tau-data": _paths(tau_data)})
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
     _warn_unused_options(loaded, model)
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
@@ -283,17 +343,17 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
                       compare_baseline=compare_baseline, device=device, settings=settings)
     if choice is not None:
         report.settings["tau_auto"] = choice.to_json()
-    click.echo(format_table(report))
-    if top5:
-        click.echo(format_table(report, "top5"))
-    for w in report.warnings:
-        click.echo(f"srp-onnx: warning: {w}", err=True)
-    if json_out:
+    if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(report.to_json(), indent=2))
     if plot:
         from srp_onnx.plot import plot_accuracy
 
         plot_accuracy(report, plot)
+    click.echo(format_table(report))
+    if top5:
+        click.echo(format_table(report, "top5"))
+    for w in report.warnings:
+        click.echo(f"srp-onnx: warning: {safe(w)}", err=True)
 
 
 @main.command()
@@ -315,9 +375,9 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     from srp_onnx.io import write_text
     from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
 
-    for path, option in ((json_out, "--json"), (plot, "--plot")):
-        if path:
-            check_writable(path, option=option)
+    check_outputs({"--json": json_out, "--plot": plot},
+                  {"the model": model, "--data": _paths(data), "--calib": _paths(calib),
+                   "--tau-data": _paths(tau_data)})
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
@@ -326,16 +386,18 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
                           pre, test_data=data).tau
     if not isinstance(tau_v, int):
-        tau_v = int(loaded.metadata.get("srp_onnx.tau", "4"))
+        from srp_onnx.convert import read_tau
+
+        tau_v = read_tau(loaded.snn, 4)
     ds = open_data(data, loaded, limit=limit, overrides=pre)
     an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T, tau=tau_v)
-    click.echo(format_analysis(an))
-    if json_out:
+    if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(an.to_json(), indent=2))
     if plot:
         from srp_onnx.plot import plot_analysis
 
         plot_analysis(an, plot)
+    click.echo(format_analysis(an))
 
 
 @main.command()

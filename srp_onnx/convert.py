@@ -24,11 +24,11 @@ import numpy as np
 import onnx
 
 from srp_onnx import __version__
-from srp_onnx.errors import ModelError, UnsupportedNodeError, UsageError
+from srp_onnx.errors import ModelError, UnsupportedNodeError, UsageError, quote
 from srp_onnx.graph import Graph, Node, ValueInfo, from_onnx, to_onnx
 from srp_onnx.io import write_bytes
 from srp_onnx.load import file_sha256, load_model
-from srp_onnx.neuron import emit_neuron, state_names
+from srp_onnx.neuron import MAX_TAU, emit_neuron, state_names
 from srp_onnx.passes import PassContext, normalize
 from srp_onnx.passes.batch import make_batch_dynamic
 from srp_onnx.passes.maxpool import gate_maxpool
@@ -49,8 +49,8 @@ class ConvertOptions:
     per_channel: bool = False
 
     def validate(self) -> None:
-        if self.tau < 0:
-            raise UsageError(f"--tau {self.tau}: the pre-simulation length must be 0 or more (paper: 4 to 14).")
+        if not 0 <= self.tau <= MAX_TAU:
+            raise UsageError(f"--tau {self.tau}: the pre-simulation length must be 0 to {MAX_TAU} (paper: 4 to 14).")
         if not 0 < self.percentile <= 100:
             raise UsageError(f"--percentile {self.percentile}: must be in (0, 100], e.g. 99.99.")
         if self.maxpool not in ("error", "avg", "gate"):
@@ -237,7 +237,7 @@ def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
         f"{META}input": p.input.name,
         f"{META}logits": p.logits,
         f"{META}source_sha256": p.source_sha256,
-        f"{META}source": Path(p.source).name,
+        f"{META}source": os.fsencode(Path(p.source).name).decode("utf-8", "replace"),  # a non-UTF-8 name too
         f"{META}notes": json.dumps(p.notes),
     })
     model = to_onnx(g, ir_version=IR_VERSION)
@@ -275,6 +275,40 @@ def read_layers(model: onnx.ModelProto) -> list[Site]:
     return sites_from_json(meta[f"{META}layers"])
 
 
+def read_tau(model: onnx.ModelProto, default: int = 0) -> int:
+    """The default tau a converted model records (bounded by neuron.MAX_TAU); ModelError if malformed."""
+    value = next((m.value for m in model.metadata_props if m.key == f"{META}tau"), None)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and len(value) <= 6 and int(value) <= MAX_TAU):
+        raise ModelError(f"its srp_onnx.tau metadata is {quote(value[:40])}, not a whole number from 0 to {MAX_TAU}; "
+                         "re-convert the model with a valid --tau.")
+    return int(value)
+
+
+def check_spiking(model: onnx.ModelProto, where: str | os.PathLike[str]) -> None:
+    """Validate a converted model's metadata before it is used; ModelError naming ``where`` if malformed."""
+    try:
+        read_layers(model)
+        read_tau(model)
+        meta = {m.key: m.value for m in model.metadata_props}
+        inputs = {i.name for i in model.graph.input}
+        outputs = {o.name for o in model.graph.output}
+        if meta.get(f"{META}input") not in inputs or meta.get(f"{META}logits") not in outputs:
+            raise ModelError("its srp_onnx.input/srp_onnx.logits metadata do not name the graph's input and "
+                             "output; re-convert the model.")
+        notes = meta.get(f"{META}notes", "[]")
+        try:
+            ok = len(notes) < 1 << 20 and isinstance(parsed := json.loads(notes), list) \
+                and all(isinstance(n, str) for n in parsed)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            raise ModelError("its srp_onnx.notes metadata is not a list of strings; re-convert the model.")
+    except ModelError as e:
+        raise ModelError(f"{quote(where)}: {e}") from None
+
+
 def set_default_tau(model: onnx.ModelProto, tau: int) -> None:
     for m in model.metadata_props:
         if m.key == f"{META}tau":
@@ -294,6 +328,8 @@ __all__ = [
     "plan",
     "probe_shapes",
     "read_layers",
+    "read_tau",
+    "check_spiking",
     "save_model",
 ]
 

@@ -6,6 +6,8 @@ Only the CLI turns these into exit codes (2 for every subclass of
 
 from __future__ import annotations
 
+import os
+
 
 class SrpOnnxError(Exception):
     """Base class: a problem with the user's model, data or options."""
@@ -29,3 +31,29 @@ class DataError(SrpOnnxError):
 
 class UsageError(SrpOnnxError):
     """Options that contradict each other or are out of range."""
+
+
+class OutputError(SrpOnnxError):
+    """An output cannot be written (read-only or full filesystem, permissions, a name too long)."""
+
+
+def safe(text: object) -> str:
+    """``text`` with every unprintable character escaped (newlines, terminal escape codes, bidi controls,
+    undecodable bytes of file names), so a stranger's string cannot forge a line or drive the terminal."""
+    s = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte of a non-UTF-8 file name (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def quote(text: object) -> str:
+    """``text`` in single quotes, made :func:`safe`: how messages name files, nodes and metadata values."""
+    return f"'{safe(text)}'"

@@ -19,8 +19,9 @@ import numpy as np
 import onnx
 
 from srp_onnx import __version__
-from srp_onnx.errors import DataError
+from srp_onnx.errors import DataError, UsageError
 from srp_onnx.metrics import StepAccuracy, topk_correct
+from srp_onnx.neuron import MAX_T, MAX_TAU
 from srp_onnx.runtime import SpikingModel, select_providers
 
 
@@ -222,6 +223,9 @@ def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.nda
     """
     if (T is None) == (budget is None):
         raise ValueError("give exactly one of T and budget")
+    if not 0 <= max_tau <= MAX_TAU or not 1 <= (T if T is not None else budget) <= MAX_T + MAX_TAU:
+        raise UsageError(f"--tau auto: --tau-max must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and the latency "
+                         f"budget at most {MAX_T + MAX_TAU}.")
     model = SpikingModel(snn, device=device, quiet=True)
     if budget is not None:
         taus = [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)]

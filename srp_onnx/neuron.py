@@ -32,6 +32,12 @@ from onnx import TensorProto, helper
 
 from srp_onnx.graph import Graph, Node, ValueInfo
 
+# Bounds on the simulation length (reviewed: every run is linear in tau + T, and the runtime keeps
+# T steps of logits, T x batch x classes floats: 4096 x 64 x 1000 x 4 B = 1 GiB for ImageNet).
+# The paper uses tau 4..14 and T up to 256; a file or option beyond these is refused in one line.
+MAX_TAU = 1000
+MAX_T = 4096
+
 V_INIT = 0.5
 MASK_EPS = 1e-3
 # The nodes emit_neuron writes for a layer are named f"{site}__{kind}" with these kinds.

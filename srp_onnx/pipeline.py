@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 
-from srp_onnx.convert import META, ConvertOptions, Plan, ann_from_snn, convert, is_spiking
+from srp_onnx.convert import META, ConvertOptions, Plan, ann_from_snn, check_spiking, convert, is_spiking
 from srp_onnx.data import METADATA_KEY, PRESETS, Dataset, Preprocessing, open_dataset
 from srp_onnx.errors import DataError, UsageError
 from srp_onnx.load import read_model
@@ -62,6 +62,7 @@ def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: Cal
     """A spiking model as it is, or an ANN converted now (calibrated if it needs it)."""
     raw = read_model(path)
     if is_spiking(raw):
+        check_spiking(raw, path)
         return Loaded(raw, ann_from_snn(raw), None, _input_shape(raw))
 
     def run_calibration(p: Plan) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 from srp_onnx.errors import UsageError
-from srp_onnx.io import umask_mode
+from srp_onnx.io import atomic_open
 
 
 def _pyplot():
@@ -22,17 +20,9 @@ def _pyplot():
 
 
 def save_figure(fig, path: str | os.PathLike[str]) -> None:
-    """Save atomically (temporary file in the target folder, then rename)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.fchmod(fd, umask_mode())
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Save through the one atomic writer (a temporary file renamed over the target)."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=120, bbox_inches="tight", format="png")
 
 
 def plot_accuracy(report, path: str | os.PathLike[str]) -> None:

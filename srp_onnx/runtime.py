@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from srp_onnx.errors import ModelError, UsageError
-from srp_onnx.neuron import init_graph, reset_graph, state_names
+from srp_onnx.neuron import MAX_T, MAX_TAU, init_graph, reset_graph, state_names
 from srp_onnx.sites import Site
 
 _PROBES: dict[str, Any] = {}
@@ -144,7 +144,7 @@ class SpikingModel:
                  threads: int | None = None, record_spikes: bool = False, quiet: bool = False,
                  mode: str = "step", fold_theta: bool = True, hoist_static: bool = True,
                  cuda_graph: bool = False, profile: str | None = None):
-        from srp_onnx.convert import META, read_layers
+        from srp_onnx.convert import META, check_spiking, read_layers, read_tau
         from srp_onnx.graph import from_onnx
         from srp_onnx.lower import lower
 
@@ -153,11 +153,15 @@ class SpikingModel:
         if not isinstance(model, onnx.ModelProto):
             from srp_onnx.load import read_model
 
+            where = model
             model = read_model(model)
+        else:
+            where = "the model"
+        check_spiking(model, where)
         self.layers: list[Site] = read_layers(model)
         meta = {m.key: m.value for m in model.metadata_props}
         self.metadata = meta
-        self.default_tau = int(meta.get(f"{META}tau", "0"))
+        self.default_tau = read_tau(model)
         self.input_name = meta[f"{META}input"]
         self.logits_name = meta[f"{META}logits"]
         self.record_spikes = record_spikes
@@ -343,10 +347,10 @@ class SpikingModel:
 
     def _check(self, x: np.ndarray, T: int, tau: int | None) -> tuple[np.ndarray, int]:
         tau = self.default_tau if tau is None else tau
-        if T < 1:
-            raise UsageError(f"T = {T}: the number of time steps must be at least 1.")
-        if tau < 0:
-            raise UsageError(f"tau = {tau}: the pre-simulation length must be 0 or more.")
+        if not 1 <= T <= MAX_T:
+            raise UsageError(f"T = {T}: the number of time steps must be 1 to {MAX_T}.")
+        if not 0 <= tau <= MAX_TAU:
+            raise UsageError(f"tau = {tau}: the pre-simulation length must be 0 to {MAX_TAU}.")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise UsageError(f"input batch has shape {tuple(x.shape[1:])} per sample; the model expects "

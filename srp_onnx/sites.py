@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 
-from srp_onnx.errors import ModelError, UnsupportedNodeError
+from srp_onnx.errors import ModelError, UnsupportedNodeError, safe
 from srp_onnx.graph import Graph, Node
 
 UNARY = {"Relu", "Floor", "Ceil", "Round", "Neg", "Clip"}
@@ -343,8 +344,50 @@ def sites_to_json(sites: list[Site]) -> str:
 
 
 def sites_from_json(text: str) -> list[Site]:
+    """The layers recorded in a converted model's metadata; malformed records raise ModelError."""
+    def bad(why: str) -> ModelError:
+        return ModelError(f"its srp_onnx.layers metadata is malformed ({why}); re-convert the model.")
+
+    if len(text) > MAX_LAYERS_JSON:
+        raise bad(f"{len(text)} characters")
+    try:
+        records = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise bad("nested too deep" if isinstance(e, RecursionError) else f"not JSON: {safe(str(e)[:60])}") from None
+    if not isinstance(records, list) or not records:
+        raise bad("not a non-empty list of layers")
     out = []
-    for d in json.loads(text):
-        d["shape"] = tuple(d["shape"]) if d.get("shape") else None
+    for i, d in enumerate(records):
+        if not isinstance(d, dict):
+            raise bad(f"entry {i} is not an object")
+        known = {f.name for f in dataclasses.fields(Site)}
+        if set(d) - known or not {"name", "input", "output", "kind", "theta", "nodes"} <= set(d):
+            raise bad(f"entry {i} has keys {sorted(map(safe, d))[:8]}")
+        if not all(isinstance(d[k], str) and d[k] for k in ("name", "input", "output")) \
+                or d["kind"] not in ("qcfs", "clip", "relu") or not isinstance(d.get("source", ""), str) \
+                or not isinstance(d["nodes"], list) or not all(isinstance(n, str) for n in d["nodes"]):
+            raise bad(f"entry {i}: name, input, output, kind or nodes")
+        if not _finite_positive(d["theta"]) or (d["kind"] == "qcfs" and not _whole(d.get("levels"), 1 << 20)):
+            raise bad(f"entry {i}: theta {safe(d['theta'])!s:.20} or levels {safe(d.get('levels'))!s:.20}")
+        shape = d.get("shape")
+        if shape is not None and (not isinstance(shape, list) or len(shape) > 8
+                                  or not all(_whole(v, 1 << 31) for v in shape)):
+            raise bad(f"entry {i}: shape")
+        pc = d.get("per_channel")
+        if pc is not None and (not isinstance(pc, list) or not all(_finite_positive(v) for v in pc)):
+            raise bad(f"entry {i}: per_channel")
+        d["shape"] = tuple(shape) if shape else None
+        d["theta"] = float(d["theta"])
         out.append(Site(**d))
     return out
+
+
+MAX_LAYERS_JSON = 1 << 24  # 16 MB of layer records: far beyond any network's
+
+
+def _finite_positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _whole(v: object, limit: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit

@@ -125,7 +125,7 @@ def test_convert_refuses_to_overwrite_its_input(tmp_path):
     p = save(mlp("Clip"), tmp_path / "m.onnx")
     before = p.read_bytes()
     code, _, stderr = run(["convert", str(p), "-o", str(p)])
-    assert code == 2 and "input model itself" in stderr
+    assert code == 2 and "same file as the model" in stderr
     assert p.read_bytes() == before
 
 

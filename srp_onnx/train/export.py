@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from srp_onnx.errors import DataError, UsageError
+from srp_onnx.io import write_bytes
 from srp_onnx.train.models import build_model
 
 CHECKPOINT_FORMAT = "srp_onnx.train/1"
@@ -94,27 +93,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, .
         proto.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, proto.SerializeToString())
+    write_bytes(path, proto.SerializeToString())
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path``, then rename over it (no torn files)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
@@ -123,7 +103,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     torch.save(dict(state), buffer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

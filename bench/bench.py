@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -39,6 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from srp_onnx.lower import LowerOptions
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -212,52 +213,46 @@ def torch_linear_ms(model, x: np.ndarray, reps: int = 5) -> float:
     return 1e3 * float(np.median(ts))
 
 
+class TorchSNNRun:
+    """The PyTorch network as a schedule.Simulator: the whole network once per time step."""
+
+    def __init__(self, net, neurons, x: np.ndarray):
+        import torch
+
+        self.net, self.neurons, self.x, self.out = net, neurons, torch.from_numpy(x), []
+
+    def start(self) -> None:
+        for n in self.neurons:
+            n.reset()
+
+    def step(self, counted: int | None) -> None:
+        y = self.net(self.x)
+        if counted is not None:
+            self.out.append(y.cpu().numpy().copy())
+
+    def end_presim(self) -> None:
+        for n in self.neurons:
+            n.end_presim()
+
+
 def run_torch_snn(net, neurons, x, T: int, tau: int) -> np.ndarray:
+    """The PyTorch eager SNN's counted steps' logits [T, B, K], driven by the one schedule."""
     import torch
 
-    for n in neurons:
-        n.reset()
-    out = []
+    from srp_onnx import schedule
+
+    run = TorchSNNRun(net, neurons, x)
     with torch.no_grad():
-        xt = torch.from_numpy(x)
-        for t in range(tau + T):  # the whole network once per time step
-            y = net(xt)
-            if t >= tau:
-                out.append(y.numpy().copy())
-            if tau > 0 and t == tau - 1:
-                for n in neurons:
-                    n.end_presim()
-    return np.stack(out)
+        schedule.run(run, tau, T)
+    return np.stack(run.out)
 
 
 # -- a lower bound: the step with a neuron that costs one Add ------------------------------------------
 
 BOUND = "bound: neuron = one Add (timing only)"
-
-
-@contextlib.contextmanager
-def one_add_neuron():
-    """While open, lowering emits ``v' = v + x; s = v'`` for every neuron: wrong outputs, timing only.
-
-    Any exact neuron reads v and x and writes v' (at least this Add's work) and also fires, so a
-    step of this graph bounds from below what any neuron kernel, however fused, could achieve on the
-    same convolutions and layout.
-    """
-    import srp_onnx.lower as lower_mod
-    from srp_onnx.graph import Node
-    from srp_onnx.neuron import state_names
-
-    def emit(graph, site_name: str, x: str, s: str, theta=None) -> None:
-        n = state_names(site_name)
-        graph.nodes += [Node("Add", [n["v"], x], [n["v_next"]], name=f"{site_name}__integrate"),
-                        Node("Identity", [n["v_next"]], [s], name=f"{site_name}__bound")]
-
-    saved = lower_mod.emit_fast_neuron
-    lower_mod.emit_fast_neuron = emit
-    try:
-        yield
-    finally:
-        lower_mod.emit_fast_neuron = saved
+# lower.LowerOptions(timing_bound=True): every neuron is ``v' = v + x; s = v'``. Any exact neuron reads v
+# and x and writes v' (at least this Add's work) and also fires, so a step of this graph bounds from below
+# what any neuron kernel, however fused, could achieve on the same convolutions and layout.
 
 
 # -- the saved step graph run as it is (the runtime before the lowering) -------------------------------
@@ -270,25 +265,24 @@ class SavedGraphRunner:
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
-        from srp_onnx.convert import read_layers
-        from srp_onnx.neuron import MASK_EPS, V_INIT, state_names
+        from srp_onnx import fileformat
+        from srp_onnx.neuron import MASK_EPS, V_INIT
 
-        self.layers = read_layers(snn)
-        meta = {m.key: m.value for m in snn.metadata_props}
-        self.input, self.logits = meta["srp_onnx.input"], meta["srp_onnx.logits"]
+        sf = fileformat.read(snn)
+        self.layers, self.states = sf.sites, [layer.state for layer in sf.layers]
+        self.input, self.logits = sf.input, sf.logits
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
         self.session = ort.InferenceSession(snn.SerializeToString(), so, providers=["CPUExecutionProvider"])
         nodes, ins, outs = [], [], []
-        for s in self.layers:
-            n = state_names(s.name)
-            ins.append(helper.make_tensor_value_info(n["v"], TensorProto.FLOAT, None))
-            outs += [helper.make_tensor_value_info(n["mask"], TensorProto.FLOAT, None),
-                     helper.make_tensor_value_info(n["v_next"], TensorProto.FLOAT, None)]
-            nodes += [helper.make_node("Greater", [n["v"], "eps"], [f"{s.name}__gt"]),
-                      helper.make_node("Cast", [f"{s.name}__gt"], [n["mask"]], to=TensorProto.FLOAT),
-                      helper.make_node("Shape", [n["v"]], [f"{s.name}__shape"]),
-                      helper.make_node("Expand", ["half", f"{s.name}__shape"], [n["v_next"]])]
+        for k, n in enumerate(self.states):
+            ins.append(helper.make_tensor_value_info(n.v, TensorProto.FLOAT, None))
+            outs += [helper.make_tensor_value_info(n.mask, TensorProto.FLOAT, None),
+                     helper.make_tensor_value_info(n.v_next, TensorProto.FLOAT, None)]
+            nodes += [helper.make_node("Greater", [n.v, "eps"], [f"layer{k}__gt"]),
+                      helper.make_node("Cast", [f"layer{k}__gt"], [n.mask], to=TensorProto.FLOAT),
+                      helper.make_node("Shape", [n.v], [f"layer{k}__shape"]),
+                      helper.make_node("Expand", ["half", f"layer{k}__shape"], [n.v_next])]
         g = helper.make_graph(nodes, "reset", ins, outs, [helper.make_tensor("eps", 1, [], [MASK_EPS]),
                                                            helper.make_tensor("half", 1, [], [V_INIT])])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -297,43 +291,53 @@ class SavedGraphRunner:
         self.v_init = V_INIT
 
     def simulate(self, x: np.ndarray, T: int, tau: int) -> np.ndarray:
+        from srp_onnx import schedule
+
+        self._x = x
+        self._out = []
+        schedule.run(self, tau, T)
+        return np.stack(self._out)
+
+    # schedule.Simulator: each step rebinds the state, as a runner without IOBinding reuse would
+
+    def _full(self, shape, value):
         import onnxruntime as ort
 
-        from srp_onnx.neuron import state_names
+        return ort.OrtValue.ortvalue_from_numpy(np.full(shape, value, np.float32))
 
-        def full(shape, value):
-            return ort.OrtValue.ortvalue_from_numpy(np.full(shape, value, np.float32))
+    def start(self) -> None:
+        import onnxruntime as ort
 
-        B = x.shape[0]
-        io = self.session.io_binding()
-        io.bind_ortvalue_input(self.input, ort.OrtValue.ortvalue_from_numpy(x))
-        names = [state_names(s.name) for s in self.layers]
-        shapes = [(B, *s.shape) for s in self.layers]
-        cur = [full(sh, self.v_init) for sh in shapes]
-        nxt = [full(sh, self.v_init) for sh in shapes]
-        masks = [full(sh, 1.0) for sh in shapes]
-        out = []
-        for t in range(tau + T):
-            io.clear_binding_outputs()
-            io.bind_output(self.logits, "cpu")
-            for n, v, m, v2 in zip(names, cur, masks, nxt):
-                io.bind_ortvalue_input(n["v"], v)
-                io.bind_ortvalue_input(n["mask"], m)
-                io.bind_ortvalue_output(n["v_next"], v2)
-            self.session.run_with_iobinding(io)
-            cur, nxt = nxt, cur
-            if t >= tau:
-                out.append(np.array(io.get_outputs()[0].numpy(), copy=True))
-            if tau > 0 and t == tau - 1:
-                masks = [full(sh, 1.0) for sh in shapes]
-                rio = self.reset.io_binding()
-                for n, v, m, v2 in zip(names, cur, masks, nxt):
-                    rio.bind_ortvalue_input(n["v"], v)
-                    rio.bind_ortvalue_output(n["mask"], m)
-                    rio.bind_ortvalue_output(n["v_next"], v2)
-                self.reset.run_with_iobinding(rio)
-                cur, nxt = nxt, cur
-        return np.stack(out)
+        B = self._x.shape[0]
+        self._io = self.session.io_binding()
+        self._io.bind_ortvalue_input(self.input, ort.OrtValue.ortvalue_from_numpy(self._x))
+        self._shapes = [(B, *s.shape) for s in self.layers]
+        self._cur = [self._full(sh, self.v_init) for sh in self._shapes]
+        self._nxt = [self._full(sh, self.v_init) for sh in self._shapes]
+        self._masks = [self._full(sh, 1.0) for sh in self._shapes]
+
+    def step(self, counted: int | None) -> None:
+        io = self._io
+        io.clear_binding_outputs()
+        io.bind_output(self.logits, "cpu")
+        for n, v, m, v2 in zip(self.states, self._cur, self._masks, self._nxt):
+            io.bind_ortvalue_input(n.v, v)
+            io.bind_ortvalue_input(n.mask, m)
+            io.bind_ortvalue_output(n.v_next, v2)
+        self.session.run_with_iobinding(io)
+        self._cur, self._nxt = self._nxt, self._cur
+        if counted is not None:
+            self._out.append(np.array(io.get_outputs()[0].numpy(), copy=True))
+
+    def end_presim(self) -> None:
+        self._masks = [self._full(sh, 1.0) for sh in self._shapes]
+        rio = self.reset.io_binding()
+        for n, v, m, v2 in zip(self.states, self._cur, self._masks, self._nxt):
+            rio.bind_ortvalue_input(n.v, v)
+            rio.bind_ortvalue_output(n.mask, m)
+            rio.bind_ortvalue_output(n.v_next, v2)
+        self.reset.run_with_iobinding(rio)
+        self._cur, self._nxt = self._nxt, self._cur
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -397,9 +401,9 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
 def check_net(name: str, model, ann_path: Path, snn, plan, quick: bool) -> list[dict]:
     """Every variant on a few images against the numpy reference and each other."""
     import onnx
+    import reference  # tests/reference.py: the oracle is test code
     import torch
 
-    import reference  # tests/reference.py: the oracle is test code
     from srp_onnx.graph import from_onnx
     from srp_onnx.runtime import SpikingModel
 
@@ -419,12 +423,12 @@ def check_net(name: str, model, ann_path: Path, snn, plan, quick: bool) -> list[
     log(f"{name}: numpy reference simulation of {n} image(s) took {time.perf_counter() - t0:.1f} s")
     modes = {"step": {}, "unrolled": {"mode": "unrolled"}}
     if not quick:
-        modes.update({"step, fold_theta=False": {"fold_theta": False},
-                      "step, hoist_static=False": {"hoist_static": False},
+        modes.update({"step, fold_theta=False": {"lowering": LowerOptions(fold_theta=False)},
+                      "step, hoist_static=False": {"lowering": LowerOptions(hoist_static=False)},
                       "unrolled, fixed batch (the CUDA-graph path)": {"mode": "unrolled",
                                                                       "cuda_graph": True}})
     for label, kw in modes.items():
-        sim = SpikingModel(snn, device="cpu", threads=1, quiet=True, record_spikes=not quick, **kw)
+        sim = SpikingModel(snn, device="cpu", threads=1, record_spikes=not quick, **kw)
         got = sim.simulate(x, T, TAU)
         row = dict(net=name, what=f"SNN {label} vs numpy reference", diff=max_diff(got.logits, ref.logits))
         if not quick:
@@ -446,8 +450,8 @@ def _mismatch(got: dict, ref: dict, sites) -> int:
 def rounding_experiment(work: Path) -> dict:
     """Float (non-dyadic) ResNet-20: how often does theta folding change a spike count?"""
     import onnx
-
     import reference  # tests/reference.py: the oracle is test code
+
     from srp_onnx.convert import ConvertOptions, convert
     from srp_onnx.graph import from_onnx
     from srp_onnx.runtime import SpikingModel
@@ -463,8 +467,8 @@ def rounding_experiment(work: Path) -> dict:
     res["saved"] = {"spike_mismatch": None, "logit_diff": max_diff(saved, ref.logits),
                     "logit_scale": float(np.abs(ref.logits).max()),
                     "argmax_changed": int((saved.sum(0).argmax(-1) != ref.logits.sum(0).argmax(-1)).sum())}
-    for label, kw in (("fold", {}), ("nofold", {"fold_theta": False})):
-        sim = SpikingModel(snn, device="cpu", threads=1, quiet=True, record_spikes=True, **kw)
+    for label, kw in (("fold", {}), ("nofold", {"lowering": LowerOptions(fold_theta=False)})):
+        sim = SpikingModel(snn, device="cpu", threads=1, record_spikes=True, **kw)
         got = sim.simulate(x, T, TAU)
         res[label] = {
             "spike_mismatch": _mismatch(got.spikes, ref.spikes, plan.sites),
@@ -534,7 +538,7 @@ def mem_child(kind: str, path: str) -> None:
         shape[0] = BATCH
         s.run(None, {s.get_inputs()[0].name: dyadic_input(tuple(shape), 1)})
     else:
-        m = SpikingModel(path, device="cpu", threads=1, quiet=True, mode=kind)
+        m = SpikingModel(path, device="cpu", threads=1, mode=kind)
         m.simulate(dyadic_input((BATCH, *m.input_shape), 1), T, TAU)
         state = sum(4 * BATCH * int(np.prod(s.shape)) for s in m.layers)  # one membrane per neuron
     peak = _vm_kb("VmHWM")
@@ -589,7 +593,7 @@ def profile_ops(ann_path: Path, snn, input_name: str, work: Path, reps: int = 4)
     """
     from srp_onnx.runtime import SpikingModel
 
-    m = SpikingModel(snn, device="cpu", threads=1, quiet=True, profile=str(work / "prof"))
+    m = SpikingModel(snn, device="cpu", threads=1, profile=str(work / "prof"))
     x = dyadic_input((BATCH, *m.input_shape), 2)
     ann = ort_session(ann_path, profile=work / "prof_ann")
     for _ in range(reps):
@@ -659,16 +663,15 @@ def bench_net(name: str, arch: str, work: Path, quick: bool, reps: int, budget_s
     x = dyadic_input((BATCH, 3, 32, 32), seed=11)
     ann = ort_session(ann_path)
     inp = plan.input.name
-    sims = {"SNN step": SpikingModel(snn, device="cpu", threads=1, quiet=True),
-            "SNN unrolled": SpikingModel(snn, device="cpu", threads=1, quiet=True, mode="unrolled")}
+    sims = {"SNN step": SpikingModel(snn, device="cpu", threads=1),
+            "SNN unrolled": SpikingModel(snn, device="cpu", threads=1, mode="unrolled")}
     if not quick:
         sims["lever 0: saved graph as is"] = SavedGraphRunner(snn)
-        sims["lever 1: + mask in v, bound once"] = SpikingModel(snn, device="cpu", threads=1, quiet=True,
-                                                                fold_theta=False, hoist_static=False)
-        sims["lever 2: + theta folded"] = SpikingModel(snn, device="cpu", threads=1, quiet=True,
-                                                       hoist_static=False)
-        with one_add_neuron():
-            sims[BOUND] = SpikingModel(snn, device="cpu", threads=1, quiet=True)
+        sims["lever 1: + mask in v, bound once"] = SpikingModel(
+            snn, device="cpu", threads=1, lowering=LowerOptions(fold_theta=False, hoist_static=False))
+        sims["lever 2: + theta folded"] = SpikingModel(snn, device="cpu", threads=1,
+                                                       lowering=LowerOptions(hoist_static=False))
+        sims[BOUND] = SpikingModel(snn, device="cpu", threads=1, lowering=LowerOptions(timing_bound=True))
     net, neurons = torch_snn(model)
     variants = {"ANN": lambda: ann.run(None, {inp: x})[0]}
     for k, sim in sims.items():

@@ -150,6 +150,13 @@ def _convert_opts(tau: int | str | None, maxpool: str, percentile: float, calib_
     return opts
 
 
+def _default_tau(loaded) -> int:
+    """The model's default tau (open_model checked the file; a conversion just wrote it)."""
+    from srp_onnx.fileformat import Key
+
+    return int(loaded.metadata.get(Key.TAU, "4"))
+
+
 def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_tau: int, batch_size: int,
               device: str, overrides: dict, test_data: str | None = None):
     """Choose tau on the calibration split of ``data``; print the curve seen (stderr).
@@ -157,7 +164,6 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     ``test_data`` is the set the accuracy is then reported on (eval, analyze): a single-split
     .npz cannot be both, since choosing on it would tune tau on the test images.
     """
-    from srp_onnx.convert import read_tau
     from srp_onnx.evaluate import choose_tau
     from srp_onnx.pipeline import model_batches, open_data
 
@@ -171,13 +177,27 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     ds = open_data(data, loaded, split="calib", overrides=overrides)
     choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
                         T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device,
-                        default=read_tau(loaded.snn, 4))
+                        default=_default_tau(loaded))
     click.echo(choice.format(), err=True)
     if choice.flat:
         click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on {quote(data)}, "
                    f"which cannot tell them apart (is it data the model was trained on?); keeping tau = {choice.tau}.",
                    err=True)
     return choice
+
+
+def _note_text(note) -> str:
+    """A note as the CLI says it: the library's text, plus the option that caused it where one did."""
+    from srp_onnx.notes import NoteKind
+
+    option = {NoteKind.MAXPOOL_TO_AVGPOOL: "--maxpool avg", NoteKind.MAXPOOL_GATED: "--maxpool gate"}.get(note.kind)
+    return f"{note.text} ({option})" if option else note.text
+
+
+def _warn(notes: list) -> None:
+    """The library's notes and warnings (notes.Note), each once, on stderr."""
+    for note in dict.fromkeys(notes):
+        click.echo(f"srp-onnx: {'warning: ' if note.warning else ''}{safe(_note_text(note))}", err=True)
 
 
 def _warn_unused_options(loaded, model: str) -> None:
@@ -210,7 +230,8 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
             latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
             percentile: float, per_channel: bool, maxpool: str, batch_size: int, **pre: Any) -> None:
     """Convert an ANN ONNX model into an SRP spiking step graph."""
-    from srp_onnx.convert import save_model, set_default_tau
+    from srp_onnx.convert import save_model
+    from srp_onnx.fileformat import set_default_tau
     from srp_onnx.pipeline import CalibOptions, open_model
 
     tau_v = _parse_tau(tau)
@@ -224,12 +245,13 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
         raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
     _warn_unused_options(loaded, model)
     for note in p.notes:
-        click.echo(f"note: {safe(note)}", err=True)
+        click.echo(f"note: {safe(_note_text(note))}", err=True)
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or calib, tau_target, latency_budget, tau_max, batch_size, "auto", pre)
         opts.tau = choice.tau
         set_default_tau(loaded.snn, choice.tau)
     save_model(loaded.snn, out)  # the file first: the results survive a closed stdout (`| true`)
+    _warn(loaded.warnings)
     click.echo(_site_table(p.sites))
     click.echo(f"wrote {quote(out)} ({len(p.sites)} neuron layers, tau = {opts.tau})")
 
@@ -239,30 +261,20 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
 @click.option("--maxpool", type=click.Choice(["error", "gate", "avg"]), default="error", show_default=True)
 def inspect(model: str, maxpool: str) -> None:
     """Show what convert would do: neuron sites, thresholds' sources, dropped heads, failures."""
-    from srp_onnx.convert import (
-        META,
-        ConvertOptions,
-        check_spiking,
-        inferred_shapes,
-        is_spiking,
-        plan,
-        probe_shapes,
-        read_layers,
-        read_tau,
-    )
+    from srp_onnx import fileformat
+    from srp_onnx.convert import ConvertOptions, inferred_shapes, plan, probe_shapes
     from srp_onnx.load import read_model
 
     raw = read_model(model)
-    if is_spiking(raw):  # a converted model: what it was converted with
-        check_spiking(raw, model)
-        meta = {m.key: m.value for m in raw.metadata_props}
-        click.echo(f"spiking model converted by srp-onnx {safe(meta.get(f'{META}version', '?'))} from "
-                   f"{quote(meta.get(f'{META}source', '?'))} "
-                   f"(sha256 {safe(meta.get(f'{META}source_sha256', '?')[:12])}), default tau = {read_tau(raw)}")
-        click.echo(f"input {quote(meta.get(f'{META}input'))}, logits {quote(meta.get(f'{META}logits'))}")
-        click.echo(_site_table(read_layers(raw)))
-        for note in json.loads(meta.get(f"{META}notes", "[]")):
-            click.echo(f"note: {safe(note)}")
+    if fileformat.is_spiking(raw):  # a converted model: what it was converted with
+        sf = fileformat.read(raw, quote(model))
+        about = fileformat.describe(sf.metadata)
+        click.echo(f"spiking model converted by srp-onnx {safe(about['version'])} from {quote(about['source'])} "
+                   f"(sha256 {safe(about['source_sha256'][:12])}), default tau = {sf.tau}")
+        click.echo(f"input {quote(sf.input)}, logits {quote(sf.logits)}")
+        click.echo(_site_table(sf.sites))
+        for note in sf.notes:
+            click.echo(f"note: {safe(_note_text(note))}")
         return
     del raw
     p = plan(model, ConvertOptions(maxpool=maxpool), collect=True)
@@ -274,7 +286,7 @@ def inspect(model: str, maxpool: str) -> None:
                f"{list(p.logits_shape or [])}")
     click.echo(_site_table(p.sites))
     for note in p.notes:
-        click.echo(f"note: {safe(note)}")
+        click.echo(f"note: {safe(_note_text(note))}")
     need = [s.name for s in p.sites if s.theta is None]
     if need:
         click.echo(f"needs calibration data (--calib) for {len(need)} ReLU layer(s)")
@@ -352,8 +364,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     click.echo(format_table(report))
     if top5:
         click.echo(format_table(report, "top5"))
-    for w in report.warnings:
-        click.echo(f"srp-onnx: warning: {safe(w)}", err=True)
+    _warn(loaded.warnings + report.warnings)
 
 
 @main.command()
@@ -386,17 +397,17 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
                           pre, test_data=data).tau
     if not isinstance(tau_v, int):
-        from srp_onnx.convert import read_tau
-
-        tau_v = read_tau(loaded.snn, 4)
+        tau_v = _default_tau(loaded)
     ds = open_data(data, loaded, limit=limit, overrides=pre)
-    an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T, tau=tau_v)
+    an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T, tau=tau_v,
+                      device=device)
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(an.to_json(), indent=2))
     if plot:
         from srp_onnx.plot import plot_analysis
 
         plot_analysis(an, plot)
+    _warn(loaded.warnings)
     click.echo(format_analysis(an))
 
 

@@ -32,10 +32,12 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
-from srp_onnx.convert import ann_from_snn, read_layers
+from srp_onnx import fileformat, ort
+from srp_onnx.convert import ann_from_snn
+from srp_onnx.errors import DataError
 from srp_onnx.graph import Graph, from_onnx
-from srp_onnx.neuron import MASK_EPS, V_INIT, state_names
-from srp_onnx.runtime import cpu_session
+from srp_onnx.neuron import is_neuron
+from srp_onnx.runtime import SpikingModel
 
 EQ_TOL = 1e-4
 E_AC_PJ = 0.9
@@ -102,50 +104,30 @@ def mac_count(node, w: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[i
 class _WeightLayer:
     name: str
     input: str
-    fan: np.ndarray
-    macs: int
-    first: bool
+    output: str
+    weight: np.ndarray
+    node: object
+    fan: np.ndarray | None = None
+    macs: int = 0
+    first: bool = False  # reads only the input image: multiply-accumulates at every step
 
 
-def _weight_layers(step: onnx.ModelProto, x: np.ndarray) -> list[_WeightLayer]:
-    """Weight layers of the step graph, with exact fan-outs, from one probe run."""
-    g: Graph = from_onnx(step)
-    layers = read_layers(step)
-    ins = [n for n in g.nodes if n.op in WEIGHT_OPS and len(n.inputs) > 1 and g.is_const(n.inputs[1])]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(step)
-    for n in ins:
-        for t in (n.inputs[0], n.outputs[0]):
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    feeds = _initial_state(layers, x[:1], step)
-    outs = dict(zip([o.name for o in probe.graph.output], cpu_session(probe).run(None, feeds)))
-    static = _static_tensors(g, layers)
-    res = []
-    for n in ins:
-        w = g.consts[n.inputs[1]]
-        in_shape, out_shape = outs[n.inputs[0]].shape[1:], outs[n.outputs[0]].shape[1:]
-        res.append(_WeightLayer(n.name, n.inputs[0], fanout(n, w, in_shape, out_shape),
-                                mac_count(n, w, in_shape, out_shape), n.inputs[0] in static))
-    return res
+def _weight_layers(g: Graph) -> list[_WeightLayer]:
+    """The weight layers of a saved step graph; ``first`` where the input is analog (no neuron upstream)."""
+    dynamic = set()
+    for n in g.nodes:  # topological order: a tensor is dynamic when a neuron layer is upstream of it
+        if is_neuron(n) or any(i in dynamic for i in n.inputs):
+            dynamic.update(o for o in n.outputs if o)
+    return [_WeightLayer(n.name, n.inputs[0], n.outputs[0], g.consts[n.inputs[1]], n, first=n.inputs[0] not in dynamic)
+            for n in g.nodes if n.op in WEIGHT_OPS and len(n.inputs) > 1 and g.is_const(n.inputs[1])]
 
 
-def _static_tensors(g: Graph, layers) -> set[str]:
-    """Tensors that do not depend on any neuron state (the analog part before the first neuron)."""
-    dynamic = {state_names(s.name)[k] for s in layers for k in ("v", "mask")}
-    for n in g.nodes:
-        if any(i in dynamic for i in n.inputs):
-            dynamic.update(n.outputs)
-    return {t for n in g.nodes for t in [*n.inputs, *n.outputs]} - dynamic
-
-
-def _initial_state(layers, x: np.ndarray, step: onnx.ModelProto) -> dict[str, np.ndarray]:
-    meta = {m.key: m.value for m in step.metadata_props}
-    feeds = {meta["srp_onnx.input"]: x}
-    for s in layers:
-        n = state_names(s.name)
-        feeds[n["v"]] = np.full((len(x), *s.shape), V_INIT, np.float32)
-        feeds[n["mask"]] = np.ones((len(x), *s.shape), np.float32)
-    return feeds
+def _shape_weight_layers(wl: list[_WeightLayer], outs: dict[str, np.ndarray]) -> None:
+    """Fan-outs and MACs from the tensors' per-sample shapes (one ANN run)."""
+    for w in wl:
+        in_shape, out_shape = outs[w.input].shape[1:], outs[w.output].shape[1:]
+        w.fan = fanout(w.node, w.weight, in_shape, out_shape)
+        w.macs = mac_count(w.node, w.weight, in_shape, out_shape)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -211,67 +193,63 @@ def classify_cases(a: np.ndarray, r: np.ndarray, theta: float | np.ndarray) -> d
             "a>r>0": int((both & (a > r)).sum()), "r>a>0": int((both & (r > a)).sum())}
 
 
-def analyze(step: onnx.ModelProto, batches: Iterable[np.ndarray], *, T: int, tau: int) -> Analysis:
-    layers = read_layers(step)
+class _SopCounter:
+    """``on_step`` hook: synaptic operations of the dynamic weight layers, MACs of the analog ones."""
+
+    def __init__(self, wl: list[_WeightLayer], batch: int):
+        self.dynamic = [w for w in wl if not w.first]
+        self.macs_per_step = sum(w.macs for w in wl if w.first) * batch
+        self.sops = 0.0
+        self.macs = 0.0
+
+    def __call__(self, step: int, counted: int | None, recorded: dict[str, np.ndarray]) -> None:
+        self.macs += self.macs_per_step
+        for w in self.dynamic:
+            self.sops += float(((recorded[w.input] != 0) * w.fan).sum())
+
+
+def analyze(step: onnx.ModelProto, batches: Iterable[np.ndarray], *, T: int, tau: int,
+            device: str = "auto") -> Analysis:
+    """Per-layer statistics of tau = 0 and of SRP (tau) over ``batches``, on the runtime (``device``)."""
+    sf = fileformat.read(step)
+    layers = sf.sites
     names = [s.name for s in layers]
-    ann = ann_from_snn(step)
-    ann_probe = onnx.ModelProto()
-    ann_probe.CopyFrom(ann)
-    for s in layers:
-        ann_probe.graph.output.append(onnx.helper.make_tensor_value_info(s.output, onnx.TensorProto.FLOAT, None))
-    ann_sess = cpu_session(ann_probe)
+    wl = _weight_layers(from_onnx(step))
+    sim = SpikingModel(step, device=device, record_spikes=True, record=tuple(w.input for w in wl if not w.first))
+    ann_probe = ann_from_snn(step)
+    extra = [*(s.output for s in layers), *dict.fromkeys(t for w in wl for t in (w.input, w.output))]
+    for t in extra:
+        ann_probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    ann_sess = ort.session(ann_probe, sim.providers)
     taus = [0, tau] if tau > 0 else [0]
     accs = {t: _Acc(names) for t in taus}
-    wl: list[_WeightLayer] | None = None
-    sess = None
     n_img = 0
+    shaped = False
     for x in batches:
         x = np.asarray(x, np.float32)
-        if wl is None:
-            wl = _weight_layers(step, x)
-            probe = onnx.ModelProto()
-            probe.CopyFrom(step)
-            for s in layers:
-                probe.graph.output.append(onnx.helper.make_tensor_value_info(
-                    state_names(s.name)["spikes"], onnx.TensorProto.FLOAT, None))
-            for w in wl:
-                probe.graph.output.append(onnx.helper.make_tensor_value_info(w.input, onnx.TensorProto.FLOAT, None))
-            sess = cpu_session(probe)
-            out_names = [o.name for o in probe.graph.output]
-        a_vals = ann_sess.run(None, {ann_sess.get_inputs()[0].name: x})[1:]
+        outs = dict(zip(extra, ann_sess.run(None, {ann_sess.get_inputs()[0].name: x})[1:]))
+        if not shaped:
+            _shape_weight_layers(wl, outs)
+            shaped = True
         for t_pre in taus:
             acc = accs[t_pre]
-            feeds = _initial_state(layers, x, step)
-            counts = {n: np.zeros((len(x), *s.shape)) for n, s in zip(names, layers)}
-            for t in range(t_pre + T):
-                res = dict(zip(out_names, sess.run(None, feeds)))
-                for w in wl:
-                    nz = (res[w.input] != 0)
-                    if w.first:
-                        acc.macs += w.macs * len(x)
-                    else:
-                        acc.sops += float((nz * w.fan).sum())
-                for s in layers:
-                    n = state_names(s.name)
-                    feeds[n["v"]] = res[n["v_next"]]
-                    if t >= t_pre:
-                        counts[s.name] += res[n["spikes"]]
-                if t_pre > 0 and t == t_pre - 1:
-                    for s in layers:
-                        n = state_names(s.name)
-                        feeds[n["mask"]] = (feeds[n["v"]] > np.float32(MASK_EPS)).astype(np.float32)
-                        feeds[n["v"]] = np.full_like(feeds[n["v"]], V_INIT)
-            for s, a in zip(layers, a_vals):
+            sops = _SopCounter(wl, len(x))
+            res = sim.simulate(x, T, t_pre, on_step=sops)
+            acc.sops += sops.sops
+            acc.macs += sops.macs
+            for s in layers:
+                a, counts = outs[s.output], res.spikes[s.name]
                 theta = _theta(s)
-                r = counts[s.name] * theta / T
+                r = counts * theta / T
                 acc.neurons[s.name] += a.size
-                acc.spikes[s.name] += float(counts[s.name].sum())
-                acc.silenced[s.name] += float((feeds[state_names(s.name)["mask"]] == 0).sum()) if t_pre else 0.0
+                acc.spikes[s.name] += float(counts.sum())
+                acc.silenced[s.name] += float(res.silenced[s.name].sum()) if t_pre else 0.0
                 for k, v in classify_cases(a, r, theta).items():
                     acc.cases[s.name][k] += v
                 acc.abs_err[s.name] += float(np.abs(a.astype(np.float64) - r).sum())
         n_img += len(x)
-    assert wl is not None, "no data"
+    if not n_img:
+        raise DataError("the dataset yielded no images to analyze.")
     ann_macs = float(sum(w.macs for w in wl))
     runs = []
     for t_pre, acc in accs.items():

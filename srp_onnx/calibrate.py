@@ -76,7 +76,7 @@ class StreamingHistogram:
 def calibrate(plan, batches: Iterable[np.ndarray], *, rule: str = "percentile", percentile: float = 99.99,
               per_channel: bool = False, sites: list | None = None) -> None:
     """Set ``theta`` of the plan's ReLU sites (or of ``sites``) from the ANN's activations."""
-    from srp_onnx.runtime import cpu_session
+    from srp_onnx.ort import cpu_session
 
     todo = sites if sites is not None else [s for s in plan.sites if s.theta is None]
     if not todo:

@@ -3,19 +3,14 @@
     load/validate -> normalize (passes/) -> find neuron sites + thresholds
     -> emit the step graph (neuron.py) -> check -> save atomically
 
-The step graph's inputs are the network input and, per neuron layer, its
-membrane ``{site}__v`` and SRP mask ``{site}__mask``; its outputs are this
-step's logits and every ``{site}__v_next``. The runtime loops it over
-tau + T steps. Metadata (``srp_onnx.*``) records the format version, the
-default tau, the layers with their thresholds, the source model's sha256
-and the preprocessing when known.
+What the written file holds (one IF node per neuron layer, its state as graph
+inputs and outputs, the ``srp_onnx.*`` metadata) is stated in fileformat.py.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,20 +18,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from srp_onnx import __version__
-from srp_onnx.errors import ModelError, UnsupportedNodeError, UsageError, quote
+from srp_onnx import __version__, fileformat, ort
+from srp_onnx.errors import ModelError, UnsupportedNodeError, UsageError
+from srp_onnx.fileformat import IR_VERSION, META
 from srp_onnx.graph import Graph, Node, ValueInfo, from_onnx, to_onnx
 from srp_onnx.io import write_bytes
 from srp_onnx.load import file_sha256, load_model
-from srp_onnx.neuron import MAX_TAU, emit_neuron, state_names
+from srp_onnx.neuron import MAX_TAU, emit_neuron, if_function, is_neuron
+from srp_onnx.notes import Note, NoteKind
 from srp_onnx.passes import PassContext, normalize
 from srp_onnx.passes.batch import make_batch_dynamic
 from srp_onnx.passes.maxpool import gate_maxpool
-from srp_onnx.sites import Site, check_inputs, check_linear, find_sites, sites_from_json, sites_to_json
+from srp_onnx.sites import Site, check_inputs, check_linear, find_sites
 
-FORMAT_VERSION = "1"
-IR_VERSION = 10  # onnxruntime 1.31 reads at most 13; onnx 1.23 writes 14 unless told
-META = "srp_onnx."
 MAX_INPUT_ELEMENTS = 1 << 26  # 64 M values per sample (e.g. 3 x 4096 x 4096): beyond any classifier input
 
 
@@ -65,7 +59,7 @@ class Plan:
 
     graph: Graph
     sites: list[Site]
-    notes: list[str]
+    notes: list[Note]
     input: ValueInfo
     logits: str
     source_sha256: str
@@ -123,37 +117,9 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
                          "there is nothing to turn into spiking neurons.")
     logits = graph.outputs[0].name
     if any(s.output == logits for s in sites):
-        ctx.note(f"the network ends with an activation: '{logits}' is a neuron layer's output")
+        ctx.note(NoteKind.ENDS_WITH_ACTIVATION,
+                 f"the network ends with an activation: '{logits}' is a neuron layer's output")
     return Plan(graph, sites, ctx.notes, inp, logits, file_sha256(path), str(path), problems=problems or [])
-
-
-def ort_message(e: BaseException, limit: int = 160) -> str:
-    """onnxruntime's message without its boilerplate, cut at a word boundary."""
-    import re
-
-    text = " ".join(str(e).split())
-    node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
-    for marker in ("Status Message: ", "] : "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-            break
-    text = re.sub(r"/\S+\.(h|cc|cpp):\d+ \S+?\(.*?\)\s*", "", text)  # the C++ source location
-    text = re.sub(r"^.*? was false\.\s*", "", text)  # the failed check as C++ code
-    text = text.rstrip(". ")
-    if node:
-        text = f"node '{node.group(2)}' ({node.group(1)}): {text}"
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return text
-
-
-def ort_errors() -> tuple[type[BaseException], ...]:
-    """onnxruntime's exception classes (they derive from Exception directly)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as st
-
-    names = ("Fail", "InvalidGraph", "InvalidArgument", "NoSuchFile", "NotImplemented", "RuntimeException",
-             "InvalidProtobuf", "ModelLoaded", "EPFail")
-    return tuple(getattr(st, n) for n in names if hasattr(st, n))
 
 
 def _batch_shape(dims) -> tuple[int, ...] | None:
@@ -176,34 +142,31 @@ def inferred_shapes(p: Plan) -> bool:
 
 def probe_shapes(p: Plan) -> None:
     """Per-sample shape of every site, from onnxruntime runs at batch 1 and 2."""
-    from srp_onnx.runtime import cpu_session
-
     n_in = int(np.prod(p.input_shape(), dtype=np.int64))
     if any(d <= 0 for d in p.input_shape()) or n_in > MAX_INPUT_ELEMENTS:
         raise ModelError(f"'{p.source}': input '{p.input.name}' declares shape {list(p.input_shape())} per "
                          "sample; refused (every dimension must be positive and a sample at most "
                          f"{MAX_INPUT_ELEMENTS} values). Export with the real input size.")
-    import onnxruntime as ort
-
     rng = np.random.default_rng(0)
     shapes = []
     try:
         # Creating the session checks every node's types and shapes; running it is the slow part, so
         # it is skipped where ONNX shape inference already gave every site a (batch, fixed...) shape.
-        sess = cpu_session(p.ann_model([s.input for s in p.sites]), level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        sess = ort.cpu_session(p.ann_model([s.input for s in p.sites]),
+                               level=ort.ort().GraphOptimizationLevel.ORT_DISABLE_ALL)
         if inferred_shapes(p):
             return
         for b in (1, 2):
             x = rng.standard_normal((b, *p.input_shape())).astype(np.float32)
             outs = sess.run(None, {p.input.name: x})
             shapes.append([o.shape for o in outs])
-    except ort_errors() as e:
-        fixed = any("had a fixed batch size" in n for n in p.notes)
+    except ort.errors() as e:
+        fixed = any(n.kind is NoteKind.BATCH_MADE_DYNAMIC for n in p.notes)
         hint = ("It was exported with a fixed batch size that some node still assumes (a shape constant): "
                 "re-export it with a dynamic batch (torch: dynamic_shapes or dynamic_axes)" if fixed else
                 "The model is broken or uses features outside srp-onnx's reach")
         raise ModelError(f"'{p.source}': onnxruntime cannot run the normalized network at batch 1 and 2 "
-                         f"({ort_message(e)}). {hint}.") from None
+                         f"({ort.message(e)}). {hint}.") from None
     p.logits_shape = tuple(int(d) for d in shapes[0][0][1:])
     for s, s1, s2 in zip(p.sites, shapes[0][1:], shapes[1][1:]):
         if s1[0] != 1 or s2[0] != 2 or s1[1:] != s2[1:]:
@@ -213,7 +176,7 @@ def probe_shapes(p: Plan) -> None:
 
 
 def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
-    """The spiking step graph for a plan whose sites all have thresholds."""
+    """The spiking step graph for a plan whose sites all have thresholds (fileformat.py says what it holds)."""
     g = copy.deepcopy(p.graph)
     drop = {n for s in p.sites for n in s.nodes}
     g.nodes = [n for n in g.nodes if n.name not in drop]
@@ -221,7 +184,7 @@ def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
     g.shapes = {}
     for s in p.sites:
         if s.theta is None:
-            raise ModelError(f"site '{s.name}' ({s.kind}) has no threshold; calibrate it with --calib DATA.")
+            raise ModelError(f"site '{s.name}' ({s.kind}) has no threshold; it needs calibration data.")
         theta = np.asarray(s.per_channel if s.per_channel else s.theta, dtype=np.float32)
         if theta.ndim == 1 and s.shape and len(s.shape) > 1:
             theta = theta.reshape(-1, *([1] * (len(s.shape) - 1)))
@@ -229,18 +192,11 @@ def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
     g.toposort()
     g.metadata = {k: v for k, v in g.metadata.items() if not k.startswith(META)}
     g.metadata.update(p.graph.metadata)
-    g.metadata.update({
-        f"{META}format_version": FORMAT_VERSION,
-        f"{META}version": __version__,
-        f"{META}tau": str(tau),
-        f"{META}layers": sites_to_json(p.sites),
-        f"{META}input": p.input.name,
-        f"{META}logits": p.logits,
-        f"{META}source_sha256": p.source_sha256,
-        f"{META}source": os.fsencode(Path(p.source).name).decode("utf-8", "replace"),  # a non-UTF-8 name too
-        f"{META}notes": json.dumps(p.notes),
-    })
-    model = to_onnx(g, ir_version=IR_VERSION)
+    g.metadata.update(fileformat.file_metadata(
+        version=__version__, tau=tau, sites=p.sites, input=p.input.name, logits=p.logits,
+        source=os.fsencode(Path(p.source).name).decode("utf-8", "replace"),  # a non-UTF-8 name too
+        source_sha256=p.source_sha256, notes=p.notes))
+    model = to_onnx(g, ir_version=IR_VERSION, functions=[if_function(g.opset)])
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # an internal error: the emitted graph must always check
@@ -267,69 +223,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     write_bytes(path, model.SerializeToString())
 
 
-def read_layers(model: onnx.ModelProto) -> list[Site]:
-    meta = {m.key: m.value for m in model.metadata_props}
-    if f"{META}layers" not in meta:
-        raise ModelError("this model has no srp_onnx metadata: it is not a converted spiking model. "
-                         "Convert it first with `srp-onnx convert`.")
-    return sites_from_json(meta[f"{META}layers"])
-
-
-def read_tau(model: onnx.ModelProto, default: int = 0) -> int:
-    """The default tau a converted model records (bounded by neuron.MAX_TAU); ModelError if malformed."""
-    value = next((m.value for m in model.metadata_props if m.key == f"{META}tau"), None)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit() and len(value) <= 6 and int(value) <= MAX_TAU):
-        raise ModelError(f"its srp_onnx.tau metadata is {quote(value[:40])}, not a whole number from 0 to {MAX_TAU}; "
-                         "re-convert the model with a valid --tau.")
-    return int(value)
-
-
-def check_spiking(model: onnx.ModelProto, where: str | os.PathLike[str]) -> None:
-    """Validate a converted model's metadata before it is used; ModelError naming ``where`` if malformed."""
-    try:
-        read_layers(model)
-        read_tau(model)
-        meta = {m.key: m.value for m in model.metadata_props}
-        inputs = {i.name for i in model.graph.input}
-        outputs = {o.name for o in model.graph.output}
-        if meta.get(f"{META}input") not in inputs or meta.get(f"{META}logits") not in outputs:
-            raise ModelError("its srp_onnx.input/srp_onnx.logits metadata do not name the graph's input and "
-                             "output; re-convert the model.")
-        notes = meta.get(f"{META}notes", "[]")
-        try:
-            ok = len(notes) < 1 << 20 and isinstance(parsed := json.loads(notes), list) \
-                and all(isinstance(n, str) for n in parsed)
-        except (ValueError, RecursionError):
-            ok = False
-        if not ok:
-            raise ModelError("its srp_onnx.notes metadata is not a list of strings; re-convert the model.")
-    except ModelError as e:
-        raise ModelError(f"{quote(where)}: {e}") from None
-
-
-def set_default_tau(model: onnx.ModelProto, tau: int) -> None:
-    for m in model.metadata_props:
-        if m.key == f"{META}tau":
-            m.value = str(tau)
-
-
-def is_spiking(model: onnx.ModelProto) -> bool:
-    return any(m.key == f"{META}layers" for m in model.metadata_props)
-
-
 __all__ = [
     "ConvertOptions",
     "Plan",
     "convert",
     "emit_step_graph",
-    "is_spiking",
     "plan",
     "probe_shapes",
-    "read_layers",
-    "read_tau",
-    "check_spiking",
     "save_model",
 ]
 
@@ -337,41 +237,40 @@ __all__ = [
 def ann_from_snn(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rebuild the ANN a spiking step graph came from (after normalization).
 
-    Each neuron layer becomes its activation again: QCFS (theta, L) as
-    theta * clip(floor(x / theta * L + 0.5) / L, 0, 1), Clip as clip(x, 0, theta),
-    ReLU as max(x, 0). State inputs and outputs are removed.
+    Each neuron layer (its IF node, found by op type) becomes its activation again: QCFS
+    (theta, L) as theta * clip(floor(x / theta * L + 0.5) / L, 0, 1), Clip as clip(x, 0, theta),
+    ReLU as max(x, 0). The state inputs and outputs go with the IF nodes.
     """
-    layers = read_layers(model)
+    sf = fileformat.read(model)
     g = from_onnx(model)
-    names = {s.name for s in layers}
-    prefixes = tuple(f"{n}__" for n in names)
-    g.nodes = [n for n in g.nodes if not (n.name.startswith(prefixes) and n.name.split("__")[0] in names)]
-    state = {v for s in layers for k, v in state_names(s.name).items()}
+    g.nodes = [n for n in g.nodes if not is_neuron(n)]
+    state = {v for layer in sf.layers for v in (layer.state.v, layer.state.mask, layer.state.v_next)}
     g.inputs = [i for i in g.inputs if i.name not in state]
     g.outputs = [o for o in g.outputs if o.name not in state]
     f32 = np.float32
-    for s in layers:
+    for s in sf.sites:
         x, y = s.input, s.output
+        tag = g.fresh_name(f"{s.name}__ann")
         if s.kind == "relu":
-            g.nodes.append(Node("Relu", [x], [y], name=f"{s.name}__ann_relu"))
+            g.nodes.append(Node("Relu", [x], [y], name=f"{tag}_relu"))
             continue
-        t = g.add_const(f"{s.name}__ann_theta", np.array(s.theta, f32))
-        zero = g.add_const(f"{s.name}__ann_zero", np.array(0, f32))
+        t = g.add_const(f"{tag}_theta", np.array(s.theta, f32))
+        zero = g.add_const(f"{tag}_zero", np.array(0, f32))
         if s.kind == "clip":
-            g.nodes.append(Node("Clip", [x, zero, t], [y], name=f"{s.name}__ann_clip"))
+            g.nodes.append(Node("Clip", [x, zero, t], [y], name=f"{tag}_clip"))
             continue
-        lv = g.add_const(f"{s.name}__ann_L", np.array(s.levels, f32))
-        half = g.add_const(f"{s.name}__ann_half", np.array(0.5, f32))
-        one = g.add_const(f"{s.name}__ann_one", np.array(1, f32))
-        a, b, c, d, e, f = (g.fresh_name(f"{s.name}__ann_{k}") for k in "abcdef")
+        lv = g.add_const(f"{tag}_L", np.array(s.levels, f32))
+        half = g.add_const(f"{tag}_half", np.array(0.5, f32))
+        one = g.add_const(f"{tag}_one", np.array(1, f32))
+        a, b, c, d, e, f = (g.fresh_name(f"{tag}_{k}") for k in "abcdef")
         g.nodes += [
-            Node("Div", [x, t], [a], name=f"{s.name}__ann_div"),
-            Node("Mul", [a, lv], [b], name=f"{s.name}__ann_mul"),
-            Node("Add", [b, half], [c], name=f"{s.name}__ann_add"),
-            Node("Floor", [c], [d], name=f"{s.name}__ann_floor"),
-            Node("Div", [d, lv], [e], name=f"{s.name}__ann_divl"),
-            Node("Clip", [e, zero, one], [f], name=f"{s.name}__ann_clip"),
-            Node("Mul", [f, t], [y], name=f"{s.name}__ann_out"),
+            Node("Div", [x, t], [a], name=f"{tag}_div"),
+            Node("Mul", [a, lv], [b], name=f"{tag}_mul"),
+            Node("Add", [b, half], [c], name=f"{tag}_add"),
+            Node("Floor", [c], [d], name=f"{tag}_floor"),
+            Node("Div", [d, lv], [e], name=f"{tag}_divl"),
+            Node("Clip", [e, zero, one], [f], name=f"{tag}_clip01"),
+            Node("Mul", [f, t], [y], name=f"{tag}_out"),
         ]
     g.toposort()
     g.prune()

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import onnx
 
-from srp_onnx import __version__
+from srp_onnx import __version__, ort
 from srp_onnx.errors import DataError, UsageError
 from srp_onnx.metrics import StepAccuracy, topk_correct
 from srp_onnx.neuron import MAX_T, MAX_TAU
-from srp_onnx.runtime import SpikingModel, select_providers
+from srp_onnx.notes import Note, NoteKind
+from srp_onnx.runtime import SpikingModel
 
 
 class EvalInterrupted(KeyboardInterrupt):
@@ -48,7 +49,7 @@ class EvalReport:
     rows: list[Row]
     settings: dict
     provider: str
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[Note] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         import onnxruntime
@@ -60,7 +61,7 @@ class EvalReport:
             "python": platform.python_version(),
             "execution_provider": self.provider,
             "settings": self.settings,
-            "warnings": self.warnings,
+            "warnings": [w.to_json() for w in self.warnings],
             "images": self.n,
             "T": self.T,
             "latency_note": "t counts steps after the tau pre-simulation steps (the paper's T); "
@@ -122,14 +123,8 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
     accs = {name: StepAccuracy(T) for name, _ in runs}
     anns = {"ANN": ann} if isinstance(ann, onnx.ModelProto) else dict(ann or {})
     ann_sessions = {}
-    if anns:
-        import onnxruntime as ort
-
-        from srp_onnx.runtime import _session_options
-
-        for name, m in anns.items():
-            ann_sessions[name] = ort.InferenceSession(m.SerializeToString(), _session_options(),
-                                                      providers=select_providers(device, quiet=True))
+    for name, m in anns.items():
+        ann_sessions[name] = ort.session(m, model.providers)
     ann_correct = {name: [0, 0] for name in anns}
     varies: set[str] = set()  # runs whose logits differ between images at some step
     n = 0
@@ -169,10 +164,11 @@ def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarr
                         [float(v) for v in a.percent("top5")]))
     s = dict(settings or {})
     s.update(T=T, tau=tau, compare_baseline=compare_baseline, device=device)
-    warnings = [f"{name} (tau={t}): the logits are the same for every image at every step up to T = {T}: no spike "
+    warnings = [Note(NoteKind.OUTPUT_CONSTANT,
+                     f"{name} (tau={t}): the logits are the same for every image at every step up to T = {T}: no spike "
                 "reaches the output layer, so its accuracy is that of a constant guess. The thresholds are too "
                 "high for this network's activations (say, ReLU6's 6 over activations far below it); try a larger "
-                "T, or a QCFS-trained network or calibrated ReLU thresholds."
+                "T, or a QCFS-trained network or calibrated ReLU thresholds.")
                 for name, t in runs if n > 1 and name not in varies]
     return EvalReport(T, n, rows, s, model.provider, warnings)
 
@@ -226,7 +222,7 @@ def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.nda
     if not 0 <= max_tau <= MAX_TAU or not 1 <= (T if T is not None else budget) <= MAX_T + MAX_TAU:
         raise UsageError(f"--tau auto: --tau-max must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and the latency "
                          f"budget at most {MAX_T + MAX_TAU}.")
-    model = SpikingModel(snn, device=device, quiet=True)
+    model = SpikingModel(snn, device=device)
     if budget is not None:
         taus = [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)]
         criterion = f"latency budget tau + T = {budget}"

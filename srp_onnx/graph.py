@@ -268,8 +268,9 @@ def _make_value_info(v: ValueInfo) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(v.name, v.elem_type, None if v.shape is None else list(v.shape))
 
 
-def to_onnx(graph: Graph, *, ir_version: int = 10, producer: str = "srp-onnx") -> onnx.ModelProto:
-    """Write a :class:`Graph` as a ModelProto with an explicit IR version."""
+def to_onnx(graph: Graph, *, ir_version: int = 10, producer: str = "srp-onnx",
+            functions: Iterable[onnx.FunctionProto] = ()) -> onnx.ModelProto:
+    """Write a :class:`Graph` as a ModelProto with an explicit IR version (and model-local ``functions``)."""
     from srp_onnx import __version__
 
     nodes = []
@@ -285,11 +286,14 @@ def to_onnx(graph: Graph, *, ir_version: int = 10, producer: str = "srp-onnx") -
         [_make_value_info(v) for v in graph.outputs],
         inits,
     )
+    functions = list(functions)
+    domains = sorted({f.domain for f in functions})
     model = helper.make_model(
         g,
-        opset_imports=[helper.make_opsetid("", graph.opset)],
+        opset_imports=[helper.make_opsetid("", graph.opset)] + [helper.make_opsetid(d, 1) for d in domains],
         producer_name=producer,
         producer_version=__version__,
+        functions=functions,
     )
     model.ir_version = ir_version
     for k, v in graph.metadata.items():

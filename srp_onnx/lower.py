@@ -47,8 +47,10 @@ import dataclasses
 import numpy as np
 from onnx import TensorProto
 
+from srp_onnx import schedule
+from srp_onnx.fileformat import Layer
 from srp_onnx.graph import Graph, Node, ValueInfo
-from srp_onnx.neuron import MASK_EPS, SAVED_NEURON_NODES, V_INIT, emit_fast_neuron, state_names
+from srp_onnx.neuron import MASK_EPS, V_INIT, NeuronState, emit_fast_neuron, is_neuron, reset_nodes
 from srp_onnx.sites import Site
 
 # Weight layers: (weight slot, bias slot or None). Their output scale is free.
@@ -65,51 +67,76 @@ _PASS_ALL = frozenset({"Add", "Sub", "Sum", "Concat"})
 _SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
+@dataclasses.dataclass(frozen=True)
+class LowerOptions:
+    """The lowering's levers (all on by default); turning them off is for ablations and benchmarks.
+
+    ``fold_theta``: case 1 (off: divide by theta as the saved graph does, keeping its rounding);
+    ``hoist_static``: case 3; ``timing_bound``: every neuron becomes ``v' = v + x; s = v'``, a
+    single Add with *wrong* outputs, to time what no neuron kernel can beat (bench/ only).
+    """
+
+    fold_theta: bool = True
+    hoist_static: bool = True
+    timing_bound: bool = False
+
+
 @dataclasses.dataclass
 class StepGraphs:
     """What the runtime runs. All graphs read their constants from ``consts``."""
 
     head: Graph | None  # network input -> ``static`` tensors; None when the step reads the input itself
-    step: Graph  # inputs: ``static`` + every ``{site}__v``; outputs: logits, ``{site}__v_next``, spikes
+    step: Graph  # inputs: ``static`` + every layer's ``v``; outputs: logits, every ``v_next``, recorded tensors
     static: list[str]  # step inputs that do not change over time
-    spikes: dict[str, str]  # site name -> its 0/1 spike tensor in ``step`` (an output when recorded)
+    states: list[NeuronState]  # per layer, in layer order: its membrane in ``step`` (``v`` in, ``v_next`` out)
+    spikes: list[str]  # per layer: its 0/1 spike tensor in ``step`` (an output when recorded)
     consts: dict[str, np.ndarray]
 
 
-def strip_neurons(g: Graph, layers: list[Site]) -> None:
-    """Remove the saved neurons (neuron.py's node names) and their state I/O, leaving the linear part."""
-    neuron_nodes = {f"{s.name}__{kind}" for s in layers for kind in SAVED_NEURON_NODES}
-    g.nodes = [n for n in g.nodes if n.name not in neuron_nodes]
-    state = {v for s in layers for v in state_names(s.name).values()}
+def strip_neurons(g: Graph, layers: list[Layer]) -> None:
+    """Remove the saved neurons (IF nodes, by op type) and their state I/O, leaving the linear part."""
+    g.nodes = [n for n in g.nodes if not is_neuron(n)]
+    state = {v for layer in layers for v in (layer.state.v, layer.state.mask, layer.state.v_next)}
     g.inputs = [i for i in g.inputs if i.name not in state]
     g.outputs = [o for o in g.outputs if o.name not in state]
 
 
-def lower(g: Graph, layers: list[Site], logits: str, *, fold_theta: bool = True, hoist_static: bool = True,
-          record_spikes: bool = False) -> StepGraphs:
-    """The head and step graphs for a saved step graph read with ``from_onnx`` (``g`` is consumed)."""
+def lower(g: Graph, layers: list[Layer], logits: str, options: LowerOptions = LowerOptions(), *,
+          record_spikes: bool = False, record: tuple[str, ...] = ()) -> StepGraphs:
+    """The head and step graphs for a saved step graph read with ``from_onnx`` (``g`` is consumed).
+
+    ``record``: tensors of the saved graph's linear part that the step graph also outputs
+    (in true units wherever folding kept them; their zero pattern is always the true one).
+    """
     strip_neurons(g, layers)
     g.outputs = [ValueInfo(logits, None)]
     g.shapes = {}
+    sites = [layer.site for layer in layers]
     # A layer whose spikes are the network output keeps its theta (the logits are in true units).
-    folded = {s.name: fold_theta and not s.per_channel and s.theta is not None and s.output != logits
-              and 0 < float(s.theta) < np.inf for s in layers}
-    current = _fold_scales(g, layers, folded, logits) if any(folded.values()) else {}
-    spikes = {}
-    for s in layers:
-        n = state_names(s.name)
-        emit_fast_neuron(g, s.name, current.get(s.name, s.input), s.output,
-                         None if folded[s.name] else _theta(s))
-        spikes[s.name] = s.output if folded[s.name] else n["spikes"]
-        g.inputs.append(ValueInfo(n["v"], ("batch", *(s.shape or ()))))
-        g.outputs.append(ValueInfo(n["v_next"], ("batch", *(s.shape or ()))))
+    folded = {s.name: options.fold_theta and not s.per_channel and s.theta is not None and s.output != logits
+              and 0 < float(s.theta) < np.inf and not options.timing_bound for s in sites}
+    current = _fold_scales(g, sites, folded, logits) if any(folded.values()) else {}
+    spikes = []
+    for layer in layers:
+        s, st = layer.site, layer.state
+        x = current.get(s.name, s.input)
+        if options.timing_bound:
+            g.nodes += [Node("Add", [st.v, x], [st.v_next], name=f"{s.name}__integrate"),
+                        Node("Identity", [st.v_next], [s.output], name=f"{s.name}__bound")]
+            spikes.append(s.output)
+        else:
+            spikes.append(emit_fast_neuron(g, s.name, st, x, s.output, None if folded[s.name] else _theta(s)))
+        g.inputs.append(ValueInfo(st.v, ("batch", *(s.shape or ()))))
+        g.outputs.append(ValueInfo(st.v_next, ("batch", *(s.shape or ()))))
     if record_spikes:
-        g.outputs += [ValueInfo(spikes[s.name], ("batch", *(s.shape or ()))) for s in layers]
+        g.outputs += [ValueInfo(t, ("batch", *(s.shape or ()))) for t, s in zip(spikes, sites)]
+    g.outputs += [ValueInfo(t, None) for t in record if t not in g.output_names()]
     g.toposort()
     g.prune()
     inp = g.inputs[0].name
-    head, static = _split_static(g, layers) if hoist_static else (None, [inp])
-    return StepGraphs(head, g, static, spikes, g.consts)
+    states = [layer.state for layer in layers]
+    head, static = _split_static(g, states) if options.hoist_static else (None, [inp])
+    return StepGraphs(head, g, static, states, spikes, g.consts)
 
 
 def _theta(s: Site) -> np.ndarray:
@@ -260,9 +287,9 @@ def _weights_const(g: Graph, node: Node) -> bool:
 # -- 3. the static head ----------------------------------------------------------------------------------
 
 
-def _split_static(g: Graph, layers: list[Site]) -> tuple[Graph | None, list[str]]:
+def _split_static(g: Graph, states: list[NeuronState]) -> tuple[Graph | None, list[str]]:
     """Move the nodes that depend on the network input only into a head graph (module docstring, case 3)."""
-    dynamic = {state_names(s.name)["v"] for s in layers}
+    dynamic = {st.v for st in states}
     for n in g.nodes:
         if any(i in dynamic for i in n.inputs):
             dynamic.update(o for o in n.outputs if o)
@@ -316,14 +343,69 @@ def _elem_type(g: Graph, name: str) -> int:
 # -- 4. unrolled -----------------------------------------------------------------------------------------
 
 
+class _Unroller:
+    """A :class:`schedule.Simulator` that writes each step's nodes into one graph instead of running them."""
+
+    def __init__(self, sg: StepGraphs, layers: list[Site], logits: str, g: Graph, record_spikes: bool):
+        self.sg, self.layers, self.logits, self.g, self.record_spikes = sg, layers, logits, g, record_spikes
+        self.keep = set(sg.static) | set(sg.consts)
+        self.v: list[str] = []
+        self.step_logits: list[str] = []
+        self.counts: list[list[str]] = [[] for _ in layers]
+        self.t = 0
+        g.add_const("srp__v_init", np.array(V_INIT, np.float32))
+        g.add_const("srp__v_dead", np.array(-np.inf, np.float32))
+        g.add_const("srp__mask_eps", np.array(MASK_EPS, np.float32))
+        g.add_const("srp__axis0", np.array([0], np.int64))
+
+    def start(self) -> None:  # v = 0.5, shaped [B, *layer shape]
+        g = self.g
+        g.nodes.append(Node("Shape", [g.inputs[0].name], ["srp__batch"], {"start": 0, "end": 1},
+                            name="srp_unroll__batch"))
+        for k, s in enumerate(self.layers):
+            dims = g.add_const(f"srp__layer{k}__dims", np.array(s.shape or (), np.int64))
+            shape, v0 = f"srp__layer{k}__v_shape", f"srp__layer{k}__v_init"
+            g.nodes += [Node("Concat", ["srp__batch", dims], [shape], {"axis": 0}, name=f"srp__layer{k}__shape"),
+                        Node("Expand", ["srp__v_init", shape], [v0], name=f"srp__layer{k}__init")]
+            self.v.append(v0)
+
+    def step(self, counted: int | None) -> None:
+        t, sg = self.t, self.sg
+        ren = {st.v: v for st, v in zip(sg.states, self.v)}
+
+        def r(name: str) -> str:
+            if not name or name in self.keep:
+                return name
+            return ren.setdefault(name, f"{name}__t{t}")
+
+        for n in sg.step.nodes:
+            self.g.nodes.append(Node(n.op, [r(i) for i in n.inputs], [r(o) for o in n.outputs], dict(n.attrs),
+                                     f"{n.name}__t{t}", n.domain))
+        self.v = [ren[st.v_next] for st in sg.states]
+        if counted is not None:
+            u = f"srp__logits__t{t}__seq"
+            self.g.nodes.append(Node("Unsqueeze", [ren[self.logits], "srp__axis0"], [u],
+                                     name=f"srp_unroll__logits__t{t}"))
+            self.step_logits.append(u)
+            for c, spikes in zip(self.counts, sg.spikes):
+                c.append(ren[spikes])
+        self.t += 1
+
+    def end_presim(self) -> None:  # v = 0.5 if v > 1e-3 else -inf
+        for k, v in enumerate(self.v):
+            vr = f"srp__layer{k}__v_reset"
+            self.g.nodes += reset_nodes(v, vr, "srp__mask_eps", "srp__v_init", "srp__v_dead", f"srp__layer{k}")
+            self.v[k] = vr
+
+
 def unroll(sg: StepGraphs, layers: list[Site], logits: str, tau: int, T: int, *,
-           record_spikes: bool = False, batch: int | None = None) -> tuple[Graph, str, dict[str, str]]:
-    """One graph for tau + T steps (module docstring, case 4).
+           record_spikes: bool = False, batch: int | None = None) -> tuple[Graph, str, list[str]]:
+    """One graph for tau + T steps (module docstring, case 4), written by the one schedule.
 
     Input: the network input only (``batch`` fixes its first dimension). The membranes start
     at 0.5 inside the graph. Outputs: the counted steps' logits ``[T, B, K]`` and, when
-    recorded, each site's spike count over them (float32, exact below 2^24 steps).
-    Returns ``(graph, logits_name, {site: counts_name})``.
+    recorded, each layer's spike count over them (float32, exact below 2^24 steps).
+    Returns ``(graph, logits_name, [counts_name per layer])``.
     """
     g = Graph([], dict(sg.consts), [], [], sg.step.opset, {}, "srp_unrolled")
     if sg.head is not None:
@@ -332,58 +414,19 @@ def unroll(sg: StepGraphs, layers: list[Site], logits: str, tau: int, T: int, *,
                     for n in sg.head.nodes]
     else:
         g.inputs = [dataclasses.replace(v) for v in sg.step.inputs if v.name in sg.static]
-    x = g.inputs[0].name
     if batch is not None:
         g.inputs[0].shape = (batch, *(g.inputs[0].shape or ())[1:])
-    half = g.add_const("srp__v_init", np.array(V_INIT, np.float32))
-    dead = g.add_const("srp__v_dead", np.array(-np.inf, np.float32))
-    eps = g.add_const("srp__mask_eps", np.array(MASK_EPS, np.float32))
-    axis0 = g.add_const("srp__axis0", np.array([0], np.int64))
-    g.nodes.append(Node("Shape", [x], ["srp__batch"], {"start": 0, "end": 1}, name="srp_unroll__batch"))
-    v: dict[str, str] = {}
-    for s in layers:  # v = 0.5, shaped [B, *site shape]
-        dims = g.add_const(f"{s.name}__dims", np.array(s.shape or (), np.int64))
-        shape, v0 = f"{s.name}__v_shape", f"{s.name}__v_init"
-        g.nodes += [Node("Concat", ["srp__batch", dims], [shape], {"axis": 0}, name=f"{s.name}__srp_shape"),
-                    Node("Expand", [half, shape], [v0], name=f"{s.name}__srp_init")]
-        v[s.name] = v0
-    keep = set(sg.static) | set(sg.consts)
-    step_logits: list[str] = []
-    counts: dict[str, list[str]] = {s.name: [] for s in layers}
-    for t in range(tau + T):
-        ren = {state_names(s.name)["v"]: v[s.name] for s in layers}
-
-        def r(name: str, t: int = t, ren: dict[str, str] = ren) -> str:
-            if not name or name in keep:
-                return name
-            return ren.setdefault(name, f"{name}__t{t}")
-
-        for n in sg.step.nodes:
-            g.nodes.append(Node(n.op, [r(i) for i in n.inputs], [r(o) for o in n.outputs], dict(n.attrs),
-                                f"{n.name}__t{t}", n.domain))
-        for s in layers:
-            v[s.name] = ren[state_names(s.name)["v_next"]]
-        if t >= tau:
-            u = f"{logits}__t{t}__seq"
-            g.nodes.append(Node("Unsqueeze", [ren[logits], axis0], [u], name=f"srp_unroll__logits__t{t}"))
-            step_logits.append(u)
-            for s in layers:
-                counts[s.name].append(ren[sg.spikes[s.name]])
-        if tau > 0 and t == tau - 1:  # the SRP reset: v = 0.5 if v > 1e-3 else -inf
-            for s in layers:
-                kept, vr = f"{s.name}__keep", f"{s.name}__v_reset"
-                g.nodes += [Node("Greater", [v[s.name], eps], [kept], name=f"{s.name}__srp_mask"),
-                            Node("Where", [kept, half, dead], [vr], name=f"{s.name}__srp_reset")]
-                v[s.name] = vr
+    u = _Unroller(sg, layers, logits, g, record_spikes)
+    schedule.run(u, tau, T)
     out = "srp__logits_seq"
-    g.nodes.append(Node("Concat", step_logits, [out], {"axis": 0}, name="srp_unroll__logits"))
+    g.nodes.append(Node("Concat", u.step_logits, [out], {"axis": 0}, name="srp_unroll__logits"))
     g.outputs = [ValueInfo(out, None)]
-    names = {}
+    names = []
     if record_spikes:
-        for s in layers:
-            c = f"{s.name}__spike_count"
-            g.nodes.append(Node("Sum", counts[s.name], [c], name=f"{s.name}__srp_count"))
-            g.outputs.append(ValueInfo(c, None))
-            names[s.name] = c
+        for k, c in enumerate(u.counts):
+            name = f"srp__layer{k}__spike_count"
+            g.nodes.append(Node("Sum", c, [name], name=f"srp__layer{k}__count"))
+            g.outputs.append(ValueInfo(name, None))
+            names.append(name)
     g.prune()
     return g, out, names

@@ -1,4 +1,4 @@
-"""The integrate-and-fire neuron with soft reset, as ONNX nodes.
+"""The integrate-and-fire neuron with soft reset, as ONNX.
 
 State per neuron layer, in units of theta (srp-algorithm.md section 2): ``v``
 (membrane) and ``mask`` (SRP, section 3). One step with input current x:
@@ -12,19 +12,30 @@ State per neuron layer, in units of theta (srp-algorithm.md section 2): ``v``
 At the start of a batch v = 0.5 and mask = 1. During the tau pre-simulation
 steps mask stays 1 (outputs unmasked). Right after step tau the reset sets
 mask = [v > 1e-3] and v = 0.5 for every layer; the T steps after it use that
-mask.
+mask. The order of these phases is written once, in schedule.py.
 
-Two forms. :func:`emit_neuron` writes the saved step graph exactly as above,
-with ``{site}__v`` and ``{site}__mask`` as graph inputs (the format other tools
-read). :func:`emit_fast_neuron` writes what the runtime executes (lower.py):
-theta is folded into the weights around it, so ``u = v + x; s = [u >= 1];
-v' = u - s`` and ``out = s``; and the mask lives in the membrane: the reset
-graph sets ``v = 0.5 if v > 1e-3 else -inf``. A neuron at ``-inf`` never fires
-again (``-inf + x < 1``; ``-inf + inf`` is NaN, which never fires either), which
-is exactly ``s * mask`` with ``mask = 0``, and no step multiplies by a mask.
+Two forms.
+
+* **Saved** (:func:`emit_neuron`): every neuron layer of the spiking file is ONE
+  node, ``srp.IF(x, v, mask, theta) -> (y, v_next)``, a call of the model-local
+  ONNX function :func:`if_function` whose body is exactly the five lines above.
+  The layer's membrane and mask are graph inputs, its next membrane a graph
+  output; the IF node names them, so readers find a layer's state through its
+  node (op type ``IF`` in domain ``srp``) and the layer record, never through a
+  naming convention. onnxruntime inlines model-local functions; for a runtime
+  that lacks them, ``onnx.inliner.inline_local_functions(model)`` gives the same
+  graph without functions.
+* **Executed** (:func:`emit_fast_neuron`, used by lower.py): theta is folded into
+  the weights around the neuron, so ``u = v + x; s = [u >= 1]; v' = u - s`` and
+  ``out = s``; and the mask lives in the membrane: the reset sets
+  ``v = 0.5 if v > 1e-3 else -inf``. A neuron at ``-inf`` never fires again
+  (``-inf + x < 1``; ``-inf + inf`` is NaN, which never fires either), which is
+  exactly ``s * mask`` with ``mask = 0``, and no step multiplies by a mask.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import onnx
@@ -40,75 +51,92 @@ MAX_T = 4096
 
 V_INIT = 0.5
 MASK_EPS = 1e-3
-# The nodes emit_neuron writes for a layer are named f"{site}__{kind}" with these kinds.
-SAVED_NEURON_NODES = ("charge", "integrate", "fire", "spike", "reset", "mask_spikes", "out")
+DOMAIN = "srp"  # the model-local function domain of the neuron
+OP = "IF"
+DOMAIN_VERSION = 1
 
 
-def state_names(site_name: str) -> dict[str, str]:
-    """Names of a layer's state tensors and its spike tensor in the step graph."""
-    return {
-        "v": f"{site_name}__v",
-        "mask": f"{site_name}__mask",
-        "v_next": f"{site_name}__v_next",
-        "spikes": f"{site_name}__spikes",
-    }
+@dataclasses.dataclass(frozen=True)
+class NeuronState:
+    """The state tensors of one neuron layer: graph inputs ``v``, ``mask``; graph output ``v_next``."""
+
+    v: str
+    mask: str
+    v_next: str
 
 
-def emit_neuron(graph: Graph, site_name: str, x: str, y: str, theta: np.ndarray,
-                shape: tuple[int | str, ...]) -> None:
-    """Append the IF neuron for one layer: reads current ``x``, writes output ``y``."""
-    n = state_names(site_name)
-    t = graph.add_const(f"{site_name}__theta", np.asarray(theta, dtype=np.float32))
-    one = graph.add_const(f"{site_name}__one", np.array(1.0, dtype=np.float32))
-    charge, u, fire, s = (graph.fresh_name(f"{site_name}__{k}") for k in ("charge", "u", "fire", "s"))
-    graph.nodes += [
-        Node("Div", [x, t], [charge], name=f"{site_name}__charge"),
-        Node("Add", [n["v"], charge], [u], name=f"{site_name}__integrate"),
-        Node("GreaterOrEqual", [u, one], [fire], name=f"{site_name}__fire"),
-        Node("Cast", [fire], [s], {"to": TensorProto.FLOAT}, name=f"{site_name}__spike"),
-        Node("Sub", [u, s], [n["v_next"]], name=f"{site_name}__reset"),
-        Node("Mul", [s, n["mask"]], [n["spikes"]], name=f"{site_name}__mask_spikes"),
-        Node("Mul", [n["spikes"], t], [y], name=f"{site_name}__out"),
+def is_neuron(node) -> bool:
+    """Whether ``node`` (a graph.Node or an onnx NodeProto) is a saved neuron layer."""
+    op = getattr(node, "op", None) or getattr(node, "op_type", None)
+    return op == OP and node.domain == DOMAIN
+
+
+def if_function(opset: int) -> onnx.FunctionProto:
+    """The saved neuron's body: ``(x, v, mask, theta) -> (y, v_next)`` (the module docstring's lines)."""
+    nodes = [
+        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])),
+        helper.make_node("Div", ["x", "theta"], ["charge"]),
+        helper.make_node("Add", ["v", "charge"], ["u"]),  # charge
+        helper.make_node("GreaterOrEqual", ["u", "one"], ["fire"]),  # fire
+        helper.make_node("Cast", ["fire"], ["s"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["u", "s"], ["v_next"]),  # soft reset
+        helper.make_node("Mul", ["s", "mask"], ["spikes"]),  # SRP mask
+        helper.make_node("Mul", ["spikes", "theta"], ["y"]),
     ]
+    return helper.make_function(DOMAIN, OP, ["x", "v", "mask", "theta"], ["y", "v_next"], nodes,
+                                [helper.make_opsetid("", opset)],
+                                doc_string="Integrate-and-fire neuron, soft reset, SRP mask (srp-onnx).")
+
+
+def emit_neuron(graph: Graph, name: str, x: str, y: str, theta: np.ndarray,
+                shape: tuple[int | str, ...]) -> NeuronState:
+    """Append one saved neuron layer (one IF node) reading current ``x`` and writing output ``y``."""
+    state = NeuronState(*(graph.fresh_name(f"{name}__{k}") for k in ("v", "mask", "v_next")))
+    t = graph.add_const(f"{name}__theta", np.asarray(theta, dtype=np.float32))
+    graph.nodes.append(Node(OP, [x, state.v, state.mask, t], [y, state.v_next], name=name, domain=DOMAIN))
     dims = ("batch", *shape)
-    graph.inputs += [ValueInfo(n["v"], dims), ValueInfo(n["mask"], dims)]
-    graph.outputs.append(ValueInfo(n["v_next"], dims))
+    graph.inputs += [ValueInfo(state.v, dims), ValueInfo(state.mask, dims)]
+    graph.outputs.append(ValueInfo(state.v_next, dims))
+    return state
 
 
-def emit_fast_neuron(graph: Graph, site_name: str, x: str, s: str, theta: np.ndarray | None = None) -> None:
-    """Append the execution-graph neuron (see the module docstring): ``x`` in units of theta -> spikes ``s``.
+def emit_fast_neuron(graph: Graph, name: str, state: NeuronState, x: str, s: str,
+                     theta: np.ndarray | None = None) -> str:
+    """Append the executed neuron (module docstring): ``x`` in units of theta -> 0/1 spikes ``s``.
 
     With ``theta`` given, ``x`` is in true units and the neuron divides by theta
     first and writes ``s * theta`` to ``s`` (the unfolded form, for per-channel
-    thresholds or ``fold_theta=False``); the 0/1 spikes are then ``{site}__spikes``.
+    thresholds or ``fold_theta=False``). Returns the tensor holding the 0/1 spikes.
     """
-    n = state_names(site_name)
-    one = graph.add_const(f"{site_name}__one", np.array(1.0, dtype=np.float32))
-    u, fire = (graph.fresh_name(f"{site_name}__{k}") for k in ("u", "fire"))
-    spikes = s if theta is None else n["spikes"]
+    one = graph.add_const(f"{name}__one", np.array(1.0, dtype=np.float32))
+    u, fire = (graph.fresh_name(f"{name}__{k}") for k in ("u", "fire"))
+    spikes = s if theta is None else graph.fresh_name(f"{name}__spikes")
     if theta is not None:
-        t = graph.add_const(f"{site_name}__theta", np.asarray(theta, dtype=np.float32))
-        charge = graph.fresh_name(f"{site_name}__charge")
-        graph.nodes.append(Node("Div", [x, t], [charge], name=f"{site_name}__charge"))
+        t = graph.add_const(f"{name}__theta", np.asarray(theta, dtype=np.float32))
+        charge = graph.fresh_name(f"{name}__charge")
+        graph.nodes.append(Node("Div", [x, t], [charge], name=f"{name}__charge"))
         x = charge
     graph.nodes += [
-        Node("Add", [n["v"], x], [u], name=f"{site_name}__integrate"),
-        Node("GreaterOrEqual", [u, one], [fire], name=f"{site_name}__fire"),
-        Node("Cast", [fire], [spikes], {"to": TensorProto.FLOAT}, name=f"{site_name}__spike"),
-        Node("Sub", [u, spikes], [n["v_next"]], name=f"{site_name}__reset"),
+        Node("Add", [state.v, x], [u], name=f"{name}__integrate"),
+        Node("GreaterOrEqual", [u, one], [fire], name=f"{name}__fire"),
+        Node("Cast", [fire], [spikes], {"to": TensorProto.FLOAT}, name=f"{name}__spike"),
+        Node("Sub", [u, spikes], [state.v_next], name=f"{name}__reset"),
     ]
     if theta is not None:
-        graph.nodes.append(Node("Mul", [spikes, t], [s], name=f"{site_name}__out"))
+        graph.nodes.append(Node("Mul", [spikes, t], [s], name=f"{name}__out"))
+    return spikes
 
 
-def _state_graph(name: str, site_names: list[str], body, opset: int, ir_version: int) -> onnx.ModelProto:
+# -- the state updates between steps, for all layers at once ------------------------------------------------
+
+
+def _state_graph(name: str, states: list[NeuronState], body, opset: int, ir_version: int) -> onnx.ModelProto:
     nodes, inputs, outputs = [], [], []
     consts = {"mask_eps": MASK_EPS, "v_init": V_INIT, "v_dead": -np.inf}
-    for site in site_names:
-        n = state_names(site)
-        inputs.append(helper.make_tensor_value_info(n["v"], TensorProto.FLOAT, None))
-        outputs.append(helper.make_tensor_value_info(n["v_next"], TensorProto.FLOAT, None))
-        nodes += body(site, n["v"], n["v_next"])
+    for k, st in enumerate(states):
+        inputs.append(helper.make_tensor_value_info(st.v, TensorProto.FLOAT, None))
+        outputs.append(helper.make_tensor_value_info(st.v_next, TensorProto.FLOAT, None))
+        nodes += body(f"layer{k}", st.v, st.v_next)
     inits = [helper.make_tensor(k, TensorProto.FLOAT, [], [v]) for k, v in consts.items()]
     g = helper.make_graph(nodes, name, inputs, outputs, inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="srp-onnx")
@@ -116,21 +144,27 @@ def _state_graph(name: str, site_names: list[str], body, opset: int, ir_version:
     return model
 
 
-def init_graph(site_names: list[str], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
+def init_graph(states: list[NeuronState], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
     """The start of a batch, for all layers: ``v_next = 0.5`` with the shape of ``v`` (its values unread)."""
-    def body(site: str, v: str, v_next: str) -> list[onnx.NodeProto]:
-        return [helper.make_node("Shape", [v], [f"{site}__shape"]),
-                helper.make_node("Expand", ["v_init", f"{site}__shape"], [v_next])]
-    return _state_graph("srp_init", site_names, body, opset, ir_version)
+    def body(tag: str, v: str, v_next: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Shape", [v], [f"{tag}__shape"]),
+                helper.make_node("Expand", ["v_init", f"{tag}__shape"], [v_next])]
+    return _state_graph("srp_init", states, body, opset, ir_version)
 
 
-def reset_graph(site_names: list[str], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
+def reset_nodes(v: str, v_next: str, eps: str, v_init: str, v_dead: str, tag: str) -> list[Node]:
+    """The SRP reset of one layer in the executed form: ``v_next = v_init if v > eps else v_dead``."""
+    keep = f"{tag}__keep"
+    return [Node("Greater", [v, eps], [keep], name=f"{tag}__srp_mask"),
+            Node("Where", [keep, v_init, v_dead], [v_next], name=f"{tag}__srp_reset")]
+
+
+def reset_graph(states: list[NeuronState], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
     """The SRP step after pre-simulation, for all layers: ``v_next = 0.5 if v > 1e-3 else -inf``.
 
-    Inputs ``{name}__v``, outputs ``{name}__v_next``. The mask lives in the
-    membrane: a silenced neuron (mask 0) is a dead one, ``v = -inf``.
+    The mask lives in the membrane: a silenced neuron (mask 0) is a dead one, ``v = -inf``.
     """
-    def body(site: str, v: str, v_next: str) -> list[onnx.NodeProto]:
-        return [helper.make_node("Greater", [v, "mask_eps"], [f"{site}__keep"]),
-                helper.make_node("Where", [f"{site}__keep", "v_init", "v_dead"], [v_next])]
-    return _state_graph("srp_reset", site_names, body, opset, ir_version)
+    def body(tag: str, v: str, v_next: str) -> list[onnx.NodeProto]:
+        return [helper.make_node(n.op, n.inputs, n.outputs, name=n.name)
+                for n in reset_nodes(v, v_next, "mask_eps", "v_init", "v_dead", tag)]
+    return _state_graph("srp_reset", states, body, opset, ir_version)

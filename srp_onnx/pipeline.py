@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 import onnx
 
-from srp_onnx.convert import META, ConvertOptions, Plan, ann_from_snn, check_spiking, convert, is_spiking
+from srp_onnx import fileformat
+from srp_onnx.convert import ConvertOptions, Plan, ann_from_snn, convert
 from srp_onnx.data import METADATA_KEY, PRESETS, Dataset, Preprocessing, open_dataset
 from srp_onnx.errors import DataError, UsageError
 from srp_onnx.load import read_model
+from srp_onnx.notes import Note, NoteKind
 
 
 @dataclasses.dataclass
@@ -25,22 +26,17 @@ class Loaded:
     ann: onnx.ModelProto | None
     plan: Plan | None  # set when the model was converted on the fly
     input_shape: tuple[int, ...]  # per sample
+    notes: list[Note]  # what conversion did (convert's notes, also kept in the file's metadata)
+    warnings: list[Note] = dataclasses.field(default_factory=list)  # what the caller should tell the user
 
     @property
     def metadata(self) -> dict[str, str]:
-        return {m.key: m.value for m in self.snn.metadata_props}
-
-    @property
-    def notes(self) -> list[str]:
-        """What conversion did to the network (convert's notes, also kept in the file's metadata)."""
-        import json
-
-        return self.plan.notes if self.plan is not None else json.loads(self.metadata.get(f"{META}notes", "[]"))
+        return fileformat.metadata(self.snn)
 
     @property
     def maxpool_swapped(self) -> bool:
-        """Converted with ``--maxpool avg``: the spiking network is the AvgPool variant of the ANN."""
-        return any("--maxpool avg" in n for n in self.notes)
+        """MaxPool was replaced by AvgPool: the spiking network is a variant of the ANN."""
+        return any(n.kind is NoteKind.MAXPOOL_TO_AVGPOOL for n in self.notes)
 
 
 @dataclasses.dataclass
@@ -50,10 +46,8 @@ class CalibOptions:
     batch_size: int = 64
 
 
-def _input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
-    meta = {m.key: m.value for m in model.metadata_props}
-    name = meta.get(f"{META}input")
-    vi = next(i for i in model.graph.input if i.name == name) if name else model.graph.input[0]
+def _input_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
+    vi = next(i for i in model.graph.input if i.name == name)
     return tuple(int(d.dim_value) for d in vi.type.tensor_type.shape.dim[1:])
 
 
@@ -61,20 +55,21 @@ def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: Cal
                overrides: dict | None = None) -> Loaded:
     """A spiking model as it is, or an ANN converted now (calibrated if it needs it)."""
     raw = read_model(path)
-    if is_spiking(raw):
-        check_spiking(raw, path)
-        return Loaded(raw, ann_from_snn(raw), None, _input_shape(raw))
+    if fileformat.is_spiking(raw):
+        sf = fileformat.read(raw, f"'{path}'")
+        return Loaded(raw, ann_from_snn(raw), None, _input_shape(raw, sf.input), sf.notes)
+    warnings: list[Note] = []
 
     def run_calibration(p: Plan) -> None:
         from srp_onnx.calibrate import calibrate
 
-        pre = resolve_preprocessing(p.graph.metadata, p.input_shape(), calib.data or "", overrides)
+        pre = resolve_preprocessing(p.graph.metadata, p.input_shape(), calib.data or "", overrides, warnings)
         ds = open_dataset(calib.data, split="calib", preprocessing=pre, limit=calib.limit)
         calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())),
                   rule=options.calib_rule, percentile=options.percentile, per_channel=options.per_channel)
 
     snn, p = convert(path, options, calib=run_calibration if calib.data else None)
-    return Loaded(snn, p.ann_model(), p, p.input_shape())
+    return Loaded(snn, p.ann_model(), p, p.input_shape(), p.notes, warnings)
 
 
 def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
@@ -95,10 +90,10 @@ def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
     if shape != tuple(loaded.input_shape):
         raise UsageError(f"--ann '{path}': its input '{inp.name}' has per-sample shape {shape}, the spiking "
                          f"model's has {tuple(loaded.input_shape)}. Give the ANN the model was converted from.")
-    source = loaded.metadata.get(f"{META}source_sha256")
+    source = loaded.metadata.get(fileformat.Key.SOURCE_SHA256)
     if source and source != file_sha256(path):
-        print(f"srp-onnx: warning: --ann '{path}' is not the file this spiking model was converted from "
-              "(its sha256 differs); its accuracy is shown as it is.", file=sys.stderr)
+        loaded.warnings.append(Note(NoteKind.ANN_NOT_SOURCE, f"'{path}' is not the file this spiking model was "
+                                    "converted from (its sha256 differs); its accuracy is shown as it is."))
     graph.outputs = [ValueInfo(graph.outputs[0].name, None)]
     graph.prune()
     return to_onnx(graph, ir_version=IR_VERSION)
@@ -113,19 +108,12 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
         raise UsageError(f"--{what} '{text}': give comma-separated numbers, e.g. 0.5,0.5,0.5.") from None
 
 
-_NOTED: set[str] = set()
-
-
-def _note_once(text: str) -> None:
-    """A note on stderr, once per process (calibration and evaluation resolve the same data)."""
-    if text not in _NOTED:
-        _NOTED.add(text)
-        print(text, file=sys.stderr)
-
-
 def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...], data_spec: str,
-                          overrides: dict | None = None) -> Preprocessing:
-    """The model's own preprocessing (metadata), else one inferred from its input shape; then overrides."""
+                          overrides: dict | None = None, warnings: list[Note] | None = None) -> Preprocessing:
+    """The model's own preprocessing (metadata), else one inferred from its input shape; then overrides.
+
+    A guess (no metadata, no mean/std given) is added to ``warnings`` once.
+    """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if METADATA_KEY in metadata:
         base = Preprocessing.from_json(metadata[METADATA_KEY], source="the model's metadata")
@@ -139,8 +127,10 @@ def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...]
         scale = PRESETS[data_spec].scale if data_spec in PRESETS else 255.0
         base = Preprocessing(scale=scale, size=size, layout=layout, channels=channels, source="the input shape")
         if not overrides.keys() & {"mean", "std"} and data_spec and not str(data_spec).endswith(".npz"):
-            _note_once(f"srp-onnx: the model has no preprocessing metadata; using pixels / {scale:g} "
-                       "(pass --mean/--std/--scale to change)")
+            note = Note(NoteKind.PREPROCESSING_GUESSED, f"the model has no preprocessing metadata; using pixels / "
+                        f"{scale:g} (give the mean, std and scale to change it)")
+            if warnings is not None and note not in warnings:
+                warnings.append(note)
     fields = {}
     for k in ("mean", "std"):
         if k in overrides:
@@ -153,7 +143,7 @@ def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...]
 
 def open_data(spec: str, loaded: Loaded, *, split: str = "test", limit: int | None = None,
               overrides: dict | None = None) -> Dataset:
-    pre = resolve_preprocessing(loaded.metadata, loaded.input_shape, spec, overrides)
+    pre = resolve_preprocessing(loaded.metadata, loaded.input_shape, spec, overrides, loaded.warnings)
     return open_dataset(spec, split=split, preprocessing=pre, limit=limit)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import reference
 from onnx import TensorProto, helper, numpy_helper
 
-import reference
 from srp_onnx.analysis import E_AC_PJ, E_MAC_PJ, analyze, classify_cases
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.graph import from_onnx

@@ -48,7 +48,7 @@ def test_runs_are_split_to_bound_memory_without_changing_thresholds(monkeypatch)
     whole = _plan()
     calibrate_mod.calibrate(whole, [x])
     runs = []
-    import srp_onnx.runtime as runtime_mod  # calibrate() takes its session from here; count its runs
+    import srp_onnx.ort as runtime_mod  # calibrate() takes its session from here; count its runs
 
     make = runtime_mod.cpu_session
 

@@ -58,8 +58,8 @@ def test_external_data_inside_the_model_folder_converts(tmp_path):
     assert r.exit_code == 0, r.output
     x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
     ref, _ = convert(save(mlp("Clip"), tmp_path / "inline.onnx"))
-    np.testing.assert_array_equal(SpikingModel(str(out), device="cpu", quiet=True).simulate(x, 4).logits,
-                                  SpikingModel(ref, device="cpu", quiet=True).simulate(x, 4).logits)
+    np.testing.assert_array_equal(SpikingModel(str(out), device="cpu").simulate(x, 4).logits,
+                                  SpikingModel(ref, device="cpu").simulate(x, 4).logits)
 
 
 @pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../weights.bin"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 import reference
+
 from srp_onnx.calibrate import calibrate
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.runtime import SpikingModel
@@ -63,7 +63,7 @@ def test_gated_snn_matches_the_reference_spike_for_spike(name):
 def _assert_spikes_equal_the_reference(snn, plan, x) -> None:
     sites = [reference.RefSite(s.input, s.output, float(s.theta)) for s in plan.sites]
     ref = reference.simulate(plan.graph, sites, x, T=8, tau=4, output=plan.logits)
-    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, 4)
+    got = SpikingModel(snn, device="cpu", record_spikes=True).simulate(x, 8, 4)
     np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-5, atol=1e-5)
     for s in plan.sites:
         np.testing.assert_array_equal(got.spikes[s.name], ref.spikes[s.output], err_msg=s.name)
@@ -74,7 +74,7 @@ def test_gate_keeps_the_ann_accuracy_where_avg_loses_it(name):
     acc = {}
     for mode in ("gate", "avg"):
         snn, plan, x, y = _convert(name, mode)
-        logits = SpikingModel(snn, device="cpu", quiet=True).simulate(x, 32, 4).logits
+        logits = SpikingModel(snn, device="cpu").simulate(x, 32, 4).logits
         acc[mode] = 100 * (logits.astype(np.float64).sum(0).argmax(-1) == y).mean()
     orig = ort.InferenceSession(str(DATA / f"{name}.onnx"), providers=["CPUExecutionProvider"])
     _, x, y = _digits("keras" in name)
@@ -108,7 +108,7 @@ def test_an_activation_after_the_pool_is_moved_before_it_and_gated(tmp_path):
     path = _pool_before_relu(tmp_path)
     calib_x, x, _ = _digits(False)
     snn, plan = convert(path, ConvertOptions(tau=4, maxpool="gate"), calib=lambda p: calibrate(p, [calib_x]))
-    assert any("moved activation" in n for n in plan.notes) and any("gate" in n for n in plan.notes)
+    assert any("moved activation" in n.text for n in plan.notes) and any("gate" in n.text for n in plan.notes)
     # the ANN is unchanged: relu(max(x)) = max(relu(x))
     gated = ort.InferenceSession(plan.ann_model().SerializeToString(), providers=["CPUExecutionProvider"])
     orig = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -161,7 +161,7 @@ def test_gate_follows_zero_padding_concat_and_a_second_pool(tmp_path):
                       input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}})
     calib_x, x, _ = _digits(False)
     snn, plan = convert(path, ConvertOptions(tau=4, maxpool="gate"), calib=lambda p: calibrate(p, [calib_x]))
-    assert sum("spiking max-pool gate" in n for n in plan.notes) == 2
+    assert sum("spiking max-pool gate" in n.text for n in plan.notes) == 2
     gated = ort.InferenceSession(plan.ann_model().SerializeToString(), providers=["CPUExecutionProvider"])
     orig = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(gated.run(None, {plan.input.name: x})[0], orig.run(None, {"x": x})[0],

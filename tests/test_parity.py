@@ -15,8 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import nets
-
 import reference
+
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.graph import from_onnx
 from srp_onnx.runtime import SpikingModel
@@ -52,7 +52,7 @@ def test_spike_counts_and_logits_equal_reference(converted, tau):
     _, path, snn, plan = converted
     graph = from_onnx(onnx.load(str(path)))
     x = nets.dyadic_input((4, *SHAPE), seed=3)
-    sim = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True)
+    sim = SpikingModel(snn, device="cpu", record_spikes=True)
     total_spikes = 0
     for T in TS:
         ref = reference.simulate(graph, _ref_sites(plan), x, T=T, tau=tau, output=plan.logits)
@@ -73,7 +73,7 @@ def test_both_exporters_give_identical_snn(tmp_path):
         path = nets.export(model, tmp_path / f"m{int(dynamo)}.onnx", SHAPE, dynamo=dynamo)
         snn, plan = convert(path, ConvertOptions(tau=4))
         outs.append((sorted(s.theta for s in plan.sites),
-                     SpikingModel(snn, device="cpu", quiet=True).simulate(x, 8).logits))
+                     SpikingModel(snn, device="cpu").simulate(x, 8).logits))
     assert outs[0][0] == outs[1][0]
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
@@ -86,7 +86,7 @@ def test_step_one_without_presim_equals_the_L1_ann(converted):
     overrides = {site: (lambda v, th=np.float32(site.theta): th * np.clip(np.floor(v / th + 0.5), 0, 1))
                  for site in _ref_sites(plan)}
     ann_l1 = reference.run_ann(graph, x, plan.logits, overrides=overrides)
-    got = SpikingModel(snn, device="cpu", quiet=True).simulate(x, 1, 0).logits[0]
+    got = SpikingModel(snn, device="cpu").simulate(x, 1, 0).logits[0]
     np.testing.assert_allclose(got, ann_l1, rtol=1e-6, atol=1e-6)
 
 
@@ -102,7 +102,7 @@ def test_random_float_weights_match_reference_within_tolerance(tmp_path):
     graph = from_onnx(onnx.load(str(path)))
     x = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
     ref = reference.simulate(graph, _ref_sites(plan), x, T=8, tau=4, output=plan.logits)
-    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, 4)
+    got = SpikingModel(snn, device="cpu", record_spikes=True).simulate(x, 8, 4)
     np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-4, atol=1e-4)
     n = sum(v.size for v in ref.spikes.values())
     diff = sum(int((got.spikes[s.name] != ref.spikes[s.output]).sum()) for s in plan.sites)

@@ -17,9 +17,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from reference import RefSite, if_neuron, if_step, run_ann, simulate
 
 from srp_onnx.graph import Graph, from_onnx
-from reference import RefSite, if_neuron, if_step, run_ann, simulate
 
 F32 = np.float32
 

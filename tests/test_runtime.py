@@ -14,21 +14,23 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import nets
-
 import reference
+
+from srp_onnx import fileformat
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.graph import from_onnx
-from srp_onnx.lower import lower
-from srp_onnx.neuron import reset_graph, state_names
-from srp_onnx.runtime import SpikingModel, cpu_session
+from srp_onnx.lower import LowerOptions, lower
+from srp_onnx.neuron import NeuronState, reset_graph
+from srp_onnx.ort import cpu_session
+from srp_onnx.runtime import SpikingModel
 
 SHAPE = (3, 8, 8)
 VARIANTS = {
     "step": {},
     "unrolled": {"mode": "unrolled"},
     "unrolled-fixed-batch": {"mode": "unrolled", "cuda_graph": True},  # the CUDA-graph path, minus capture
-    "unfolded": {"fold_theta": False},
-    "no-head": {"hoist_static": False},
+    "unfolded": {"lowering": LowerOptions(fold_theta=False)},
+    "no-head": {"lowering": LowerOptions(hoist_static=False)},
 }
 
 
@@ -52,7 +54,7 @@ def test_every_mode_equals_the_reference_bit_for_bit(net, variant):
     path, snn, plan = net
     x = nets.dyadic_input((4, *SHAPE), seed=5)
     ref = _reference(path, plan, x, T=5, tau=3)
-    sim = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True, **VARIANTS[variant])
+    sim = SpikingModel(snn, device="cpu", record_spikes=True, **VARIANTS[variant])
     got = sim.simulate(x, 5, 3)
     np.testing.assert_array_equal(got.logits, ref.logits)
     for s in plan.sites:
@@ -63,7 +65,7 @@ def test_every_mode_equals_the_reference_bit_for_bit(net, variant):
 @pytest.mark.parametrize("variant", ["step", "unrolled"])
 def test_state_does_not_leak_between_batches(net, variant):
     _, snn, _ = net
-    sim = SpikingModel(snn, device="cpu", quiet=True, **VARIANTS[variant])
+    sim = SpikingModel(snn, device="cpu", **VARIANTS[variant])
     a, b = nets.dyadic_input((4, *SHAPE), seed=6), nets.dyadic_input((4, *SHAPE), seed=7)
     first = sim.simulate(a, 4, 3).logits
     sim.simulate(b, 6, 0)  # another input, another T, no pre-simulation
@@ -73,7 +75,7 @@ def test_state_does_not_leak_between_batches(net, variant):
 
 def test_T_is_chosen_at_run_time_and_steps_are_causal(net):
     _, snn, _ = net
-    sim = SpikingModel(snn, device="cpu", quiet=True)
+    sim = SpikingModel(snn, device="cpu")
     x = nets.dyadic_input((3, *SHAPE), seed=8)
     long = sim.simulate(x, 7, 3).logits
     assert long.shape[0] == 7
@@ -84,7 +86,7 @@ def test_T_is_chosen_at_run_time_and_steps_are_causal(net):
 @pytest.mark.parametrize("variant", ["step", "unrolled-fixed-batch"])
 def test_batch_sizes_1_and_5_in_one_session(net, variant):
     path, snn, plan = net
-    sim = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True, **VARIANTS[variant])
+    sim = SpikingModel(snn, device="cpu", record_spikes=True, **VARIANTS[variant])
     x = nets.dyadic_input((5, *SHAPE), seed=9)
     five = sim.simulate(x, 4, 3)
     one = sim.simulate(x[2:3], 4, 3)
@@ -97,7 +99,7 @@ def test_batch_sizes_1_and_5_in_one_session(net, variant):
 
 def test_lowered_step_has_no_div_no_mask_and_the_first_conv_runs_once(net):
     _, snn, plan = net
-    sg = lower(from_onnx(snn), plan.sites, plan.logits)
+    sg = lower(from_onnx(snn), fileformat.read(snn).layers, plan.logits)
     ops = [n.op for n in sg.step.nodes]
     assert "Div" not in ops and "Where" not in ops
     assert not any(i.name.endswith("__mask") for i in sg.step.inputs)
@@ -109,7 +111,7 @@ def test_lowered_step_has_no_div_no_mask_and_the_first_conv_runs_once(net):
 
 def test_unfolded_lowering_keeps_the_saved_division(net):
     _, snn, plan = net
-    sg = lower(from_onnx(snn), plan.sites, plan.logits, fold_theta=False)
+    sg = lower(from_onnx(snn), fileformat.read(snn).layers, plan.logits, LowerOptions(fold_theta=False))
     divs = [n for g in (sg.head, sg.step) for n in g.nodes if n.op == "Div"]
     assert len(divs) == len(plan.sites)
 
@@ -119,21 +121,21 @@ def test_runtime_keeps_working_when_onnxruntime_shares_the_weights(net, monkeypa
     import srp_onnx.runtime as rt
 
     _, snn, _ = net
-    monkeypatch.setattr(rt, "_ort_copies_external_initializers", lambda: False)
+    monkeypatch.setattr(rt.ort, "copies_external_initializers", lambda: False)
     x = nets.dyadic_input((2, *SHAPE), seed=10)
-    kept = SpikingModel(snn, device="cpu", quiet=True)
+    kept = SpikingModel(snn, device="cpu")
     assert kept._weights and any(v.nbytes >= rt._INLINE_BYTES for v in kept.graphs.step.consts.values())
     monkeypatch.undo()
     np.testing.assert_array_equal(kept.simulate(x, 3, 2).logits,
-                                  SpikingModel(snn, device="cpu", quiet=True).simulate(x, 3, 2).logits)
+                                  SpikingModel(snn, device="cpu").simulate(x, 3, 2).logits)
 
 
 def test_reset_silences_by_a_dead_membrane():
     """v > 1e-3 restarts at 0.5; v <= 1e-3 (the mask edge included) becomes -inf."""
-    names = ["a"]
-    sess = cpu_session(reset_graph(names))
+    st = NeuronState("a__v", "a__mask", "a__v_next")
+    sess = cpu_session(reset_graph([st]))
     v = np.array([[1e-3, np.nextafter(np.float32(1e-3), np.float32(1)), 0.0, -2.0, 0.7, 5.0]], np.float32)
-    (out,) = sess.run(None, {state_names("a")["v"]: v})
+    (out,) = sess.run(None, {st.v: v})
     np.testing.assert_array_equal(out, [[-np.inf, 0.5, -np.inf, -np.inf, 0.5, 0.5]])
 
 
@@ -142,17 +144,17 @@ def test_a_dead_neuron_never_fires_even_on_infinite_input():
     from srp_onnx.neuron import emit_fast_neuron
 
     g = Graph([], {}, [ValueInfo("x", (1, 4))], [], 17)
-    emit_fast_neuron(g, "n", "x", "s")
-    n = state_names("n")
-    g.inputs.append(ValueInfo(n["v"], (1, 4)))
-    g.outputs = [ValueInfo("s", (1, 4)), ValueInfo(n["v_next"], (1, 4))]
+    st = NeuronState("n__v", "n__mask", "n__v_next")
+    emit_fast_neuron(g, "n", st, "x", "s")
+    g.inputs.append(ValueInfo(st.v, (1, 4)))
+    g.outputs = [ValueInfo("s", (1, 4)), ValueInfo(st.v_next, (1, 4))]
     from srp_onnx.graph import to_onnx
 
     sess = cpu_session(to_onnx(g))
     v = np.full((1, 4), -np.inf, np.float32)
     x = np.array([[0.5, 1e30, np.inf, -np.inf]], np.float32)
     for _ in range(3):
-        s, v = sess.run(None, {"x": x, n["v"]: v})
+        s, v = sess.run(None, {"x": x, st.v: v})
         np.testing.assert_array_equal(s, 0)
 
 
@@ -161,6 +163,6 @@ def test_bad_mode_and_cuda_graph_without_unrolled_are_refused(net):
 
     _, snn, _ = net
     with pytest.raises(UsageError, match="mode"):
-        SpikingModel(snn, device="cpu", quiet=True, mode="fast")
+        SpikingModel(snn, device="cpu", mode="fast")
     with pytest.raises(UsageError, match="unrolled"):
-        SpikingModel(snn, device="cpu", quiet=True, cuda_graph=True)
+        SpikingModel(snn, device="cpu", cuda_graph=True)

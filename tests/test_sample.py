@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import reference
 from click.testing import CliRunner
 from srp_onnx_cli.main import main
 
-import reference
 from srp_onnx.analysis import analyze
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.data import METADATA_KEY, Preprocessing, open_dataset
@@ -79,7 +79,7 @@ def test_trained_qcfs_snn_approaches_the_ann_as_T_grows(name):
 
     s = ort.InferenceSession(plan.ann_model().SerializeToString(), providers=["CPUExecutionProvider"])
     ann = 100 * (s.run(None, {plan.input.name: x})[0].argmax(-1) == y).mean()
-    logits = SpikingModel(snn, device="cpu", quiet=True).simulate(x, 64).logits
+    logits = SpikingModel(snn, device="cpu").simulate(x, 64).logits
     acc = 100 * (np.cumsum(logits.astype(np.float64), 0).argmax(-1) == y).mean(-1)
     assert acc[63] >= ann - 1.0, (acc[63], ann)
     assert acc[63] >= acc[0] and acc[63] >= acc[3]
@@ -102,7 +102,7 @@ def test_trained_sample_spike_counts_equal_the_reference(tau):
     snn, plan = convert(SAMPLE, ConvertOptions(tau=tau))
     sites = [reference.RefSite(s.input, s.output, float(s.theta)) for s in plan.sites]
     ref = reference.simulate(from_onnx(model), sites, x, T=8, tau=tau, output=plan.logits)
-    got = SpikingModel(snn, device="cpu", record_spikes=True, quiet=True).simulate(x, 8, tau)
+    got = SpikingModel(snn, device="cpu", record_spikes=True).simulate(x, 8, tau)
     for s in plan.sites:
         np.testing.assert_array_equal(got.spikes[s.name], ref.spikes[s.output], err_msg=s.name)
     np.testing.assert_allclose(got.logits, ref.logits, rtol=1e-5, atol=1e-5)

@@ -444,7 +444,7 @@ def test_exported_model_converts_and_snn_step1_equals_the_L1_ann(tmp_path: Path)
     assert [(s.kind, s.levels) for s in plan.sites] == [("qcfs", 4)] * len(acts)
     assert [s.theta for s in plan.sites] == pytest.approx([a.up.item() for a in acts])
     x = np.random.default_rng(2).standard_normal((8, 1, 28, 28)).astype(np.float32)
-    logits = SpikingModel(snn, device="cpu", quiet=True).simulate(x, T=1, tau=0).logits[0]
+    logits = SpikingModel(snn, device="cpu").simulate(x, T=1, tau=0).logits[0]
     for act in acts:
         act.t = 1
     with torch.no_grad():

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 from srp_onnx.graph import Graph
+from srp_onnx.notes import Note, NoteKind
 
 
 @dataclasses.dataclass
@@ -18,11 +19,12 @@ class PassContext:
     """Options and the notes a pass leaves for the user ("what it did")."""
 
     maxpool: str = "error"  # "error" | "avg"
-    notes: list[str] = dataclasses.field(default_factory=list)
+    notes: list[Note] = dataclasses.field(default_factory=list)
 
-    def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+    def note(self, kind: NoteKind, text: str) -> None:
+        note = Note(kind, text)
+        if note not in self.notes:
+            self.notes.append(note)
 
 
 Pass = Callable[[Graph, PassContext], bool]

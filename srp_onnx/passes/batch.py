@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from srp_onnx.graph import Graph
+from srp_onnx.notes import NoteKind
 from srp_onnx.passes import PassContext
 
 
@@ -41,7 +42,7 @@ def make_batch_dynamic(graph: Graph, ctx: PassContext) -> bool:
                 fixed = target.copy()
                 fixed[0] = 0
                 node.inputs[1] = graph.add_const(f"{name}__dynbatch", fixed.astype(np.int64))
-            ctx.note(f"input '{vi.name}' had a fixed batch size {b0}; made it dynamic")
+            ctx.note(NoteKind.BATCH_MADE_DYNAMIC, f"input '{vi.name}' had a fixed batch size {b0}; made it dynamic")
     for vo in graph.outputs:
         if vo.shape and isinstance(vo.shape[0], int):
             vo.shape = ("batch", *vo.shape[1:])

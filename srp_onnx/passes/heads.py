@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from srp_onnx.errors import ModelError
 from srp_onnx.graph import Graph, ValueInfo
+from srp_onnx.notes import NoteKind
 from srp_onnx.passes import PassContext
 
 HEAD_OPS = {"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "ZipMap", "ArrayFeatureExtractor", "TopK", "Hardmax"}
@@ -74,9 +75,10 @@ def strip_output_heads(graph: Graph, ctx: PassContext) -> bool:
         return False
     for out, _, heads in found:
         if heads:
-            ctx.note(f"dropped output head {' <- '.join(heads)} of output '{out.name}'; accumulating '{logits}'")
+            ctx.note(NoteKind.HEAD_DROPPED,
+                     f"dropped output head {' <- '.join(heads)} of output '{out.name}'; accumulating '{logits}'")
         elif out.name != logits:
-            ctx.note(f"dropped output '{out.name}'")
+            ctx.note(NoteKind.OUTPUT_DROPPED, f"dropped output '{out.name}'")
     graph.outputs = [ValueInfo(logits, None)]
     graph.prune()
     return True

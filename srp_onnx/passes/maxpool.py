@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from srp_onnx.graph import Graph
+from srp_onnx.notes import NoteKind
 from srp_onnx.passes import PassContext
 
 
@@ -27,7 +28,8 @@ def replace_maxpool(graph: Graph, ctx: PassContext) -> bool:
             keep["count_include_pad"] = 1
             node.op, node.attrs = "AveragePool", keep
             node.outputs = node.outputs[:1]
-        ctx.note(f"replaced {node.name} by {node.op} (--maxpool avg): the network changed; compare its ANN accuracy")
+        ctx.note(NoteKind.MAXPOOL_TO_AVGPOOL,
+                 f"replaced {node.name} by {node.op} (as asked): the network changed; compare its ANN accuracy")
         changed = True
     return changed
 
@@ -55,8 +57,9 @@ def _move_activations_before_pools(graph: Graph, sites: list, ctx: PassContext) 
             n.inputs = [x if i == pooled else i for i in n.inputs]
             n.outputs = [moved if o == site.output else o for o in n.outputs]
         pool.inputs[0], pool.outputs[0] = moved, site.output
-        ctx.note(f"moved activation {site.output} before {pool.name} (MaxPool): a non-decreasing activation "
-                 "commutes with max, so the ANN is the same and --maxpool gate applies")
+        ctx.note(NoteKind.ACTIVATION_MOVED,
+                 f"moved activation {site.output} before {pool.name} (MaxPool): a non-decreasing activation "
+                 "commutes with max, so the ANN is the same and the max-pool gate applies")
         site.name, site.input, site.output = moved, x, moved
     graph.toposort()
 
@@ -126,7 +129,8 @@ def gate_maxpool(graph: Graph, sites: list, ctx: PassContext) -> set[str]:
             graph.nodes += new
             written.update(n.name for n in new)
             proxy[node.outputs[0]], act[node.outputs[0]] = best, act[x]
-            ctx.note(f"replaced {base} (MaxPool) by a spiking max-pool gate (--maxpool gate): each window passes "
+            ctx.note(NoteKind.MAXPOOL_GATED,
+                     f"replaced {base} (MaxPool) by a spiking max-pool gate: each window passes "
                      "the spikes of the neuron with the largest input current")
     graph.toposort()
     graph.prune()

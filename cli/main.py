@@ -28,6 +28,7 @@ from .options import (
     convert_options,
     data_options,
     preprocessing_options,
+    ray_options,
     warn_ignored,
 )
 
@@ -157,15 +158,25 @@ def _default_tau(loaded) -> int:
     return int(loaded.metadata.get(Key.TAU, "4"))
 
 
+def _cluster(ray_address: str | None, workers: int | None, device: str):
+    """The Ray cluster of --ray, closed when the command ends (however it ends); None without --ray."""
+    if ray_address is None:
+        warn_ignored(("workers",), "it sets the number of Ray workers of --ray")
+        return None
+    from srp_onnx.distributed import Cluster
+
+    return click.get_current_context().with_resource(Cluster(ray_address, workers=workers, device=device))
+
+
 def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_tau: int, batch_size: int,
-              device: str, overrides: dict, test_data: str | None = None):
+              device: str, overrides: dict, test_data: str | None = None, cluster=None):
     """Choose tau on the calibration split of ``data``; print the curve seen (stderr).
 
     ``test_data`` is the set the accuracy is then reported on (eval, analyze): a single-split
     .npz cannot be both, since choosing on it would tune tau on the test images.
     """
     from srp_onnx.evaluate import choose_tau
-    from srp_onnx.pipeline import model_batches, open_data
+    from srp_onnx.pipeline import DataSource, model_batches, open_data
 
     if not data:
         raise UsageError("--tau auto needs data to choose on: give --tau-data DATA (a calibration set, not the "
@@ -175,9 +186,13 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
                          "tau would be tuned on the test images. Give other data with --tau-data, e.g. a "
                          "held-out part of the training set.")
     ds = open_data(data, loaded, split="calib", overrides=overrides)
-    choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape),
-                        T=None if budget else (T or 8), budget=budget, max_tau=max_tau, device=device,
-                        default=_default_tau(loaded))
+    how = dict(T=None if budget else (T or 8), budget=budget, max_tau=max_tau,
+               default=_default_tau(loaded))
+    if cluster is not None:
+        choice = cluster.choose_tau(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape), **how)
+    else:
+        choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), device=device,
+                            **how)
     click.echo(choice.format(), err=True)
     if choice.flat:
         click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on {quote(data)}, "
@@ -226,9 +241,11 @@ def _site_table(sites: list) -> str:
 @convert_options
 @preprocessing_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@ray_options
 def convert(model: str, output: str | None, tau: str | None, tau_data: str | None, tau_target: int | None,
             latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
-            percentile: float, per_channel: bool, maxpool: str, batch_size: int, **pre: Any) -> None:
+            percentile: float, per_channel: bool, maxpool: str, batch_size: int, ray_address: str | None,
+            workers: int | None, **pre: Any) -> None:
     """Convert an ANN ONNX model into an SRP spiking step graph."""
     from srp_onnx.convert import save_model
     from srp_onnx.fileformat import set_default_tau
@@ -239,7 +256,8 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
     check_outputs({"-o/--output": out}, {"the model": model, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    cluster = _cluster(ray_address, workers, "auto")
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
     p = loaded.plan
     if p is None:
         raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
@@ -247,7 +265,8 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     for note in p.notes:
         click.echo(f"note: {safe(_note_text(note))}", err=True)
     if tau_v == "auto":
-        choice = _auto_tau(loaded, tau_data or calib, tau_target, latency_budget, tau_max, batch_size, "auto", pre)
+        choice = _auto_tau(loaded, tau_data or calib, tau_target, latency_budget, tau_max, batch_size, "auto", pre,
+                           cluster=cluster)
         opts.tau = choice.tau
         set_default_tau(loaded.snn, choice.tau)
     save_model(loaded.snn, out)  # the file first: the results survive a closed stdout (`| true`)
@@ -311,16 +330,17 @@ def inspect(model: str, maxpool: str) -> None:
 @convert_options
 @preprocessing_options
 @data_options
+@ray_options
 def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: bool, json_out: str | None,
              plot: str | None, top5: bool, tau: str | None, tau_data: str | None, tau_target: int | None,
              latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
              percentile: float, per_channel: bool, maxpool: str, batch_size: int, limit: int | None,
-             device: str, **pre: Any) -> None:
+             device: str, ray_address: str | None, workers: int | None, **pre: Any) -> None:
     """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
     from srp_onnx.evaluate import evaluate, format_table
     from srp_onnx.io import write_text
     from srp_onnx.neuron import MAX_T
-    from srp_onnx.pipeline import CalibOptions, model_batches, open_ann, open_data, open_model
+    from srp_onnx.pipeline import CalibOptions, DataSource, model_batches, open_ann, open_data, open_model
 
     if not 1 <= T <= MAX_T:
         raise click.BadParameter(f"{T}: the number of time steps must be 1 to {MAX_T}.", param_hint="--T")
@@ -329,7 +349,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     check_outputs({"--json": json_out, "--plot": plot},
                   {"the model": model, "--data": _paths(data), "--ann": ann, "--calib": _paths(calib),
                    "--tau-data": _paths(tau_data)})
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    cluster = _cluster(ray_address, workers, device)
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
     _warn_unused_options(loaded, model)
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
         original = ann or (model if loaded.plan is not None else None)
@@ -342,7 +363,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     choice = None
     if tau_v == "auto":
         choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre,
-                           test_data=data)
+                           test_data=data, cluster=cluster)
         tau_v = choice.tau
     ds = open_data(data, loaded, limit=limit, overrides=pre)
     if ds.preprocessed:
@@ -350,9 +371,13 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
                 "preprocessing": ("none: the .npz holds float model input, used as it is" if ds.preprocessed
                                   else json.loads(ds.preprocessing.to_json()))}
-    report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds), T=T,
-                      tau=tau_v if isinstance(tau_v, int) else None, ann=anns,
-                      compare_baseline=compare_baseline, device=device, settings=settings)
+    how = dict(T=T, tau=tau_v if isinstance(tau_v, int) else None, ann=anns, compare_baseline=compare_baseline,
+               settings=settings)
+    if cluster is not None:
+        report = cluster.evaluate(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape, limit), **how)
+    else:
+        report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds),
+                          device=device, **how)
     if choice is not None:
         report.settings["tau_auto"] = choice.to_json()
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
@@ -376,10 +401,12 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
 @convert_options
 @preprocessing_options
 @data_options
+@ray_options
 def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | None, tau: str | None,
             tau_data: str | None, tau_target: int | None, latency_budget: int | None, tau_max: int,
             calib: str | None, calib_limit: int, calib_rule: str, percentile: float, per_channel: bool, maxpool: str,
-            batch_size: int, limit: int | None, device: str, **pre: Any) -> None:
+            batch_size: int, limit: int | None, device: str, ray_address: str | None, workers: int | None,
+            **pre: Any) -> None:
     """Per layer, tau = 0 vs SRP: unevenness-error cases, firing rates, silenced neurons, SOPs, energy."""
     from srp_onnx.analysis import analyze as run_analysis
     from srp_onnx.analysis import format_analysis
@@ -391,11 +418,12 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
                    "--tau-data": _paths(tau_data)})
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre)
+    cluster = _cluster(ray_address, workers, device)  # calibration and --tau auto; the analysis runs here
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
     _warn_unused_options(loaded, model)
     if tau_v == "auto":
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
-                          pre, test_data=data).tau
+                          pre, test_data=data, cluster=cluster).tau
     if not isinstance(tau_v, int):
         tau_v = _default_tau(loaded)
     ds = open_data(data, loaded, limit=limit, overrides=pre)

@@ -68,6 +68,19 @@ def data_options(f: F) -> F:
     return f
 
 
+def ray_options(f: F) -> F:
+    """Distributed runs on Ray (evaluation, --tau auto, calibration)."""
+    for opt in reversed([
+        click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+                     help="Spread the work over Ray workers: 'auto' joins the running cluster (ray start --head) "
+                          "or starts one here; or a cluster's address. Needs pip install 'srp-onnx[ray]'."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray workers (default: one per GPU Ray sees, else one per CPU)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 CONVERSION_ONLY = ("calib", "calib_limit", "calib_rule", "percentile", "per_channel", "maxpool")
 PREPROCESSING = ("mean", "std", "scale", "resize", "crop", "layout")
 

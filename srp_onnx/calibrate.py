@@ -16,13 +16,20 @@ is batched, so the thresholds do not depend on the batch size. Memory is
 O(bins x channels) whatever the dataset size, and the percentile is exact up
 to one bin width, hi / BINS <= 2 * max / BINS
 (BINS = 8192: 0.025 % of the layer's maximum).
+
+Because the final grid depends on the data's maximum only, histograms of disjoint
+shards merge exactly (:meth:`StreamingHistogram.merge`: coarsen the finer range to the
+coarser one, add the bins): distributed calibration (srp_onnx.distributed) gives the
+thresholds of one process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 
 import numpy as np
+import onnx
 
 from srp_onnx.errors import DataError
 
@@ -51,11 +58,28 @@ class StreamingHistogram:
             if self.hi[r] == 0:  # the smallest power of two above m (m < hi <= 2 m)
                 self.hi[r] = 2.0 ** np.frexp(m)[1]
             while m >= self.hi[r]:
-                c = self.counts[r]
-                self.counts[r] = np.concatenate([c.reshape(-1, 2).sum(1), np.zeros(self.bins // 2, np.int64)])
+                self.counts[r] = _coarsen(self.counts[r])
                 self.hi[r] *= 2
             idx = np.minimum((v / self.hi[r] * self.bins).astype(np.int64), self.bins - 1)
             self.counts[r] += np.bincount(idx, minlength=self.bins)
+
+    def merge(self, other: StreamingHistogram) -> StreamingHistogram:
+        """The histogram of both value sets (exact: each row ends on the grid one pass would end on)."""
+        if self.counts.shape != other.counts.shape:
+            raise ValueError("cannot merge histograms of different shapes")
+        out = StreamingHistogram(self.counts.shape[0], self.bins)
+        for r in range(self.counts.shape[0]):
+            hi = max(self.hi[r], other.hi[r])
+            for h in (self, other):
+                if h.hi[r] == 0:
+                    continue
+                c, h_hi = h.counts[r], h.hi[r]
+                while h_hi < hi:
+                    c, h_hi = _coarsen(c), h_hi * 2
+                out.counts[r] += c
+            out.hi[r] = hi
+            out.max[r] = max(self.max[r], other.max[r])
+        return out
 
     def percentile(self, p: float) -> np.ndarray:
         out = np.zeros(self.counts.shape[0])
@@ -73,34 +97,78 @@ class StreamingHistogram:
         return out
 
 
-def calibrate(plan, batches: Iterable[np.ndarray], *, rule: str = "percentile", percentile: float = 99.99,
-              per_channel: bool = False, sites: list | None = None) -> None:
-    """Set ``theta`` of the plan's ReLU sites (or of ``sites``) from the ANN's activations."""
-    from srp_onnx.ort import cpu_session
+def _coarsen(counts: np.ndarray) -> np.ndarray:
+    """Bins over [0, 2 hi] from bins over [0, hi]: adjacent pairs merged, the upper half empty."""
+    return np.concatenate([counts.reshape(-1, 2).sum(1), np.zeros(len(counts) // 2, np.int64)])
 
-    todo = sites if sites is not None else [s for s in plan.sites if s.theta is None]
-    if not todo:
-        return
-    sess = cpu_session(plan.ann_model([s.output for s in todo]))
-    hists: list[StreamingHistogram | None] = [None] * len(todo)
-    seen = 0
-    # The activations of every calibrated layer come back at once: bound them to ~MAX_ACTIVATIONS floats per
-    # run whatever the batch size (VGG-11 at 224 x 224 holds ~13 M per image; a batch of 64 took 9 GB).
-    per_sample = sum(int(np.prod(s.shape)) for s in todo if s.shape) or 1
-    step = max(1, MAX_ACTIVATIONS // per_sample)
-    for x in (xb[i:i + step] for xb in batches for i in range(0, len(xb), step)):
-        outs = sess.run(None, {plan.input.name: np.asarray(x, dtype=np.float32)})[1:]
-        seen += len(x)
-        bad = next((s.name for s, a in zip(todo, outs) if not np.isfinite(a).all()), None)
+
+@dataclasses.dataclass
+class CalibStats:
+    """The activation histograms of the calibrated sites over some samples; disjoint shards merge exactly."""
+
+    hists: list[StreamingHistogram | None]  # one per site; None until a sample was seen
+    seen: int = 0
+
+    def merge(self, other: CalibStats) -> CalibStats:
+        hists = [b if a is None else a if b is None else a.merge(b) for a, b in zip(self.hists, other.hists)]
+        return CalibStats(hists, self.seen + other.seen)
+
+
+class HistogramCollector:
+    """The ANN (exposing the sites' activations) in an onnxruntime CPU session; :meth:`count` streams batches."""
+
+    def __init__(self, model: onnx.ModelProto, input_name: str, sites: list, *, per_channel: bool = False,
+                 threads: int | None = None):
+        from srp_onnx.ort import cpu_session
+
+        self.session = cpu_session(model, threads)
+        self.input_name, self.sites, self.per_channel = input_name, sites, per_channel
+
+    def count(self, batches: Iterable[np.ndarray], on_batch: Callable[[int], None] | None = None) -> CalibStats:
+        stats = CalibStats([None] * len(self.sites))
+        # The activations of every calibrated layer come back at once: bound them to ~MAX_ACTIVATIONS floats per
+        # run whatever the batch size (VGG-11 at 224 x 224 holds ~13 M per image; a batch of 64 took 9 GB).
+        per_sample = sum(int(np.prod(s.shape)) for s in self.sites if s.shape) or 1
+        step = max(1, MAX_ACTIVATIONS // per_sample)
+        for xb in batches:
+            for i in range(0, len(xb), step):
+                self._add(stats, xb[i:i + step])
+            if on_batch is not None:
+                on_batch(len(xb))
+        return stats
+
+    def _add(self, stats: CalibStats, x: np.ndarray) -> None:
+        outs = self.session.run(None, {self.input_name: np.asarray(x, dtype=np.float32)})[1:]
+        stats.seen += len(x)
+        bad = next((s.name for s, a in zip(self.sites, outs) if not np.isfinite(a).all()), None)
         if bad is not None:
             raise DataError(f"site '{bad}': the ANN's activations are NaN or Inf on the calibration data. "
                             "Check the data (NaN/Inf inputs?) and the model.")
         for k, a in enumerate(outs):
-            rows = a.shape[1] if per_channel and a.ndim >= 2 else 1
+            rows = a.shape[1] if self.per_channel and a.ndim >= 2 else 1
             v = np.moveaxis(a, 1, 0).reshape(rows, -1) if rows > 1 else a.reshape(1, -1)
-            if hists[k] is None:
-                hists[k] = StreamingHistogram(rows)
-            hists[k].add(np.maximum(v, 0))
+            if stats.hists[k] is None:
+                stats.hists[k] = StreamingHistogram(rows)
+            stats.hists[k].add(np.maximum(v, 0))
+
+
+def calibrate(plan, batches: Iterable[np.ndarray] | None, *, rule: str = "percentile", percentile: float = 99.99,
+              per_channel: bool = False, sites: list | None = None,
+              collect: Callable[[onnx.ModelProto, list], CalibStats] | None = None) -> None:
+    """Set ``theta`` of the plan's ReLU sites (or of ``sites``) from the ANN's activations.
+
+    ``collect(model, sites)`` returns the histograms instead of streaming ``batches`` here
+    (srp_onnx.distributed collects them on Ray workers and merges them).
+    """
+    todo = sites if sites is not None else [s for s in plan.sites if s.theta is None]
+    if not todo:
+        return
+    model = plan.ann_model([s.output for s in todo])
+    if collect is not None:
+        stats = collect(model, todo)
+    else:
+        stats = HistogramCollector(model, plan.input.name, todo, per_channel=per_channel).count(batches)
+    hists, seen = stats.hists, stats.seen
     if seen == 0:
         raise DataError("the calibration data holds no samples. Give a non-empty --calib dataset.")
     for s, h in zip(todo, hists):

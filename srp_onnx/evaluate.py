@@ -50,6 +50,7 @@ class EvalReport:
     settings: dict
     provider: str
     warnings: list[Note] = dataclasses.field(default_factory=list)
+    distributed: dict | None = None  # how a distributed run shared the work (workers, devices, images each)
 
     def to_json(self) -> dict:
         import onnxruntime
@@ -73,6 +74,7 @@ class EvalReport:
                                for t, (a1, a5) in enumerate(zip(r.top1, r.top5))])}
                 for r in self.rows
             ],
+            **({"distributed": self.distributed} if self.distributed is not None else {}),
         }
 
 
@@ -110,67 +112,135 @@ class Progress:
             print(file=sys.stderr)
 
 
-def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *, total: int,
-             T: int, tau: int | None = None, ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None,
-             compare_baseline: bool = False,
-             device: str = "auto", num_classes: int | None = None, progress: bool = True,
-             settings: dict | None = None) -> EvalReport:
-    model = SpikingModel(snn, device=device)
-    tau = model.default_tau if tau is None else tau
-    runs = [("SRP" if tau > 0 else "QCFS", tau)]
-    if compare_baseline and tau > 0:
-        runs.insert(0, ("QCFS", 0))
-    accs = {name: StepAccuracy(T) for name, _ in runs}
-    anns = {"ANN": ann} if isinstance(ann, onnx.ModelProto) else dict(ann or {})
-    ann_sessions = {}
-    for name, m in anns.items():
-        ann_sessions[name] = ort.session(m, model.providers)
-    ann_correct = {name: [0, 0] for name in anns}
-    varies: set[str] = set()  # runs whose logits differ between images at some step
-    n = 0
-    bar = Progress(total, enabled=progress)
-    try:
-        for x, y in batches():
+def _ann_models(ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None) -> dict[str, onnx.ModelProto]:
+    return {"ANN": ann} if isinstance(ann, onnx.ModelProto) else dict(ann or {})
+
+
+@dataclasses.dataclass
+class EvalCounts:
+    """Exact integer counts over some images: what one process (or one shard) returns.
+
+    Counts of disjoint shards add up (:meth:`merge`) to those of one pass over all of them,
+    so a distributed evaluation reports the same numbers as a single process.
+    """
+
+    T: int
+    runs: list[tuple[str, int]]  # (row name, tau) of the SNN rows, in report order
+    snn: dict[str, StepAccuracy]  # run name -> correct top-1/top-5 counts per step
+    ann: dict[str, list[int]]  # ANN row name -> [top-1 correct, top-5 correct]
+    varies: set[str] = dataclasses.field(default_factory=set)  # runs whose logits differ between images
+    n: int = 0
+
+    def merge(self, other: EvalCounts) -> EvalCounts:
+        """The counts of both (disjoint) image sets; neither input changes."""
+        if (self.T, self.runs, list(self.ann)) != (other.T, other.runs, list(other.ann)):
+            raise ValueError("cannot merge counts of different evaluations")
+        snn = {}
+        for name in self.snn:
+            a = StepAccuracy(self.T)
+            for part in (self.snn[name], other.snn[name]):
+                a.top1 += part.top1
+                a.top5 += part.top5
+                a.n += part.n
+            snn[name] = a
+        ann = {name: [c + d for c, d in zip(self.ann[name], other.ann[name])] for name in self.ann}
+        return EvalCounts(self.T, list(self.runs), snn, ann, self.varies | other.varies, self.n + other.n)
+
+
+class Evaluator:
+    """The models of one evaluation in this process: the spiking model's session and the ANNs'.
+
+    :meth:`count` runs batches and returns exact counts; :func:`evaluate` and the distributed
+    workers (srp_onnx.distributed) both count with it, so they cannot disagree.
+    """
+
+    def __init__(self, snn: onnx.ModelProto, *, T: int, tau: int | None = None,
+                 ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None, compare_baseline: bool = False,
+                 device: str = "auto", threads: int | None = None):
+        self.T = T
+        self.model = SpikingModel(snn, device=device, threads=threads)
+        tau = self.model.default_tau if tau is None else tau
+        self.runs = [("SRP" if tau > 0 else "QCFS", tau)]
+        if compare_baseline and tau > 0:
+            self.runs.insert(0, ("QCFS", 0))
+        self.ann_sessions = {name: ort.session(m, self.model.providers, threads=threads)
+                             for name, m in _ann_models(ann).items()}
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    def count(self, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+              on_batch: Callable[[int], None] | None = None) -> EvalCounts:
+        """Correct counts over ``batches``; ``on_batch(images)`` after each batch (progress)."""
+        c = EvalCounts(self.T, list(self.runs), {name: StepAccuracy(self.T) for name, _ in self.runs},
+                       {name: [0, 0] for name in self.ann_sessions})
+        for x, y in batches:
             y = np.asarray(y, dtype=np.int64)
-            for name, t in runs:
-                logits = model.simulate(x, T, t).logits
-                if name not in varies and len(x) > 1 and np.ptp(logits, axis=1).max() > 0:
-                    varies.add(name)
+            for name, t in self.runs:
+                logits = self.model.simulate(x, self.T, t).logits
+                if name not in c.varies and len(x) > 1 and np.ptp(logits, axis=1).max() > 0:
+                    c.varies.add(name)
                 K = logits.shape[-1]
-                if n == 0 and (y.min() < 0 or y.max() >= K):
+                if c.n == 0 and (y.min() < 0 or y.max() >= K):
                     raise DataError(f"labels range over {int(y.min())}..{int(y.max())} but the model has {K} "
                                     "outputs. Check that the data matches the model (--data).")
                 if y.max() >= K:
                     raise DataError(f"label {int(y.max())} is out of range for a model with {K} outputs.")
-                accs[name].update(logits, y)
-            for name, sess in ann_sessions.items():
+                c.snn[name].update(logits, y)
+            for name, sess in self.ann_sessions.items():
                 out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-                ann_correct[name][0] += int(topk_correct(out, y, 1))
-                ann_correct[name][1] += int(topk_correct(out, y, 5))
-            n += len(y)
-            bar.update(len(y))
-    except KeyboardInterrupt:
-        raise EvalInterrupted(n, total) from None
-    finally:
-        bar.close()
+                c.ann[name][0] += int(topk_correct(out, y, 1))
+                c.ann[name][1] += int(topk_correct(out, y, 5))
+            c.n += len(y)
+            if on_batch is not None:
+                on_batch(len(y))
+        return c
+
+
+def build_report(counts: EvalCounts, *, compare_baseline: bool, device: str, provider: str,
+                 settings: dict | None = None, distributed: dict | None = None) -> EvalReport:
+    """The report of (merged) counts: rows, percentages and warnings, the same however they were counted."""
+    n, T = counts.n, counts.T
     if n == 0:
         raise DataError("the dataset yielded no images. Check --data and --limit.")
     rows = []
-    for name, (c1, c5) in ann_correct.items():
+    for name, (c1, c5) in counts.ann.items():
         rows.append(Row(name, None, [100.0 * c1 / n], [100.0 * c5 / n]))
-    for name, t in runs:
-        a = accs[name]
+    for name, t in counts.runs:
+        a = counts.snn[name]
         rows.append(Row(f"{name} (tau={t})", t, [float(v) for v in a.percent("top1")],
                         [float(v) for v in a.percent("top5")]))
     s = dict(settings or {})
-    s.update(T=T, tau=tau, compare_baseline=compare_baseline, device=device)
+    s.update(T=T, tau=counts.runs[-1][1], compare_baseline=compare_baseline, device=device)
     warnings = [Note(NoteKind.OUTPUT_CONSTANT,
                      f"{name} (tau={t}): the logits are the same for every image at every step up to T = {T}: no spike "
                 "reaches the output layer, so its accuracy is that of a constant guess. The thresholds are too "
                 "high for this network's activations (say, ReLU6's 6 over activations far below it); try a larger "
                 "T, or a QCFS-trained network or calibrated ReLU thresholds.")
-                for name, t in runs if n > 1 and name not in varies]
-    return EvalReport(T, n, rows, s, model.provider, warnings)
+                for name, t in counts.runs if n > 1 and name not in counts.varies]
+    return EvalReport(T, n, rows, s, provider, warnings, distributed)
+
+
+def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *, total: int,
+             T: int, tau: int | None = None, ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None,
+             compare_baseline: bool = False,
+             device: str = "auto", num_classes: int | None = None, progress: bool = True,
+             settings: dict | None = None) -> EvalReport:
+    """Accuracy per step of the spiking model (rows: the ANNs, then tau = 0 if asked, then tau) in this process.
+
+    srp_onnx.distributed.Cluster.evaluate is the same over Ray workers, with the same result.
+    """
+    ev = Evaluator(snn, T=T, tau=tau, ann=ann, compare_baseline=compare_baseline, device=device)
+    bar = Progress(total, enabled=progress)
+    try:
+        counts = ev.count(batches(), bar.update)
+    except KeyboardInterrupt:
+        raise EvalInterrupted(bar.done, total) from None
+    finally:
+        bar.close()
+    return build_report(counts, compare_baseline=compare_baseline, device=device, provider=ev.provider,
+                        settings=settings)
 
 
 def format_table(report: EvalReport, metric: str = "top1") -> str:
@@ -209,6 +279,62 @@ class TauChoice:
         return f"tau auto ({self.criterion}), calibration-split top-1: {rows} -> tau = {self.tau}"
 
 
+def tau_candidates(*, T: int | None = None, budget: int | None = None, max_tau: int = 16
+                   ) -> tuple[list[tuple[int, int]], str]:
+    """The (tau, t) pairs --tau auto scores, and its criterion: accuracy at step T, or at tau + t = budget."""
+    if (T is None) == (budget is None):
+        raise ValueError("give exactly one of T and budget")
+    if not 0 <= max_tau <= MAX_TAU or not 1 <= (T if T is not None else budget) <= MAX_T + MAX_TAU:
+        raise UsageError(f"--tau auto: --tau-max must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and the latency "
+                         f"budget at most {MAX_T + MAX_TAU}.")
+    if budget is not None:
+        return [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)], f"latency budget tau + T = {budget}"
+    return [(a, T) for a in range(max_tau + 1)], f"accuracy at T = {T}"
+
+
+@dataclasses.dataclass
+class TauCounts:
+    """Top-1 correct at each candidate (tau, t) over some images; disjoint shards add up."""
+
+    taus: list[tuple[int, int]]
+    correct: np.ndarray  # int64, one per candidate
+    n: int = 0
+
+    def merge(self, other: TauCounts) -> TauCounts:
+        if self.taus != other.taus:
+            raise ValueError("cannot merge counts of different tau candidates")
+        return TauCounts(list(self.taus), self.correct + other.correct, self.n + other.n)
+
+
+def count_tau(model: SpikingModel, taus: list[tuple[int, int]], batches: Iterable[tuple[np.ndarray, np.ndarray]],
+              on_batch: Callable[[int], None] | None = None) -> TauCounts:
+    """Top-1 correct of the running sum at step t after tau pre-simulation steps, for each (tau, t)."""
+    c = TauCounts(list(taus), np.zeros(len(taus), np.int64))
+    for x, y in batches:
+        y = np.asarray(y, np.int64)
+        for k, (a, t) in enumerate(taus):
+            logits = model.simulate(x, t, a).logits
+            c.correct[k] += int(topk_correct(logits.astype(np.float64).sum(0), y, 1))
+        c.n += len(y)
+        if on_batch is not None:
+            on_batch(len(y))
+    return c
+
+
+def pick_tau(counts: TauCounts, criterion: str, default: int | None = None) -> TauChoice:
+    """The best tau of the counts; ties go to the smaller tau, a flat curve to ``default`` (if given)."""
+    if counts.n == 0:
+        raise DataError("the calibration split holds no images; tau cannot be chosen.")
+    taus = counts.taus
+    acc = 100.0 * counts.correct / counts.n
+    curve = [(a, t, float(v)) for (a, t), v in zip(taus, acc)]
+    if default is not None and acc.min() == acc.max():
+        # No signal (say, data the model fits perfectly): the smallest tau would win by the tie rule alone.
+        return TauChoice(default, curve, f"{criterion}; every tau scored the same, so the default is kept")
+    best = int(np.flatnonzero(acc == acc.max())[0])
+    return TauChoice(taus[best][0], curve, criterion)
+
+
 def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
                T: int | None = None, budget: int | None = None, max_tau: int = 16,
                device: str = "auto", default: int | None = None) -> TauChoice:
@@ -216,33 +342,8 @@ def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.nda
 
     Ties go to the smaller tau (lower latency); when every tau ties, ``default`` (if given)
     is kept instead. The caller must pass batches of a split that is not the test split.
+    srp_onnx.distributed.Cluster.choose_tau is the same over Ray workers.
     """
-    if (T is None) == (budget is None):
-        raise ValueError("give exactly one of T and budget")
-    if not 0 <= max_tau <= MAX_TAU or not 1 <= (T if T is not None else budget) <= MAX_T + MAX_TAU:
-        raise UsageError(f"--tau auto: --tau-max must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and the latency "
-                         f"budget at most {MAX_T + MAX_TAU}.")
+    taus, criterion = tau_candidates(T=T, budget=budget, max_tau=max_tau)
     model = SpikingModel(snn, device=device)
-    if budget is not None:
-        taus = [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)]
-        criterion = f"latency budget tau + T = {budget}"
-    else:
-        taus = [(a, T) for a in range(max_tau + 1)]
-        criterion = f"accuracy at T = {T}"
-    correct = np.zeros(len(taus))
-    n = 0
-    for x, y in batches():
-        y = np.asarray(y, np.int64)
-        for k, (a, t) in enumerate(taus):
-            logits = model.simulate(x, t, a).logits
-            correct[k] += int(topk_correct(logits.astype(np.float64).sum(0), y, 1))
-        n += len(y)
-    if n == 0:
-        raise DataError("the calibration split holds no images; tau cannot be chosen.")
-    acc = 100.0 * correct / n
-    curve = [(a, t, float(v)) for (a, t), v in zip(taus, acc)]
-    if default is not None and acc.min() == acc.max():
-        # No signal (say, data the model fits perfectly): the smallest tau would win by the tie rule alone.
-        return TauChoice(default, curve, f"{criterion}; every tau scored the same, so the default is kept")
-    best = int(np.flatnonzero(acc == acc.max())[0])
-    return TauChoice(taus[best][0], curve, criterion)
+    return pick_tau(count_tau(model, taus, batches()), criterion, default)

@@ -52,8 +52,11 @@ def _input_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
 
 
 def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: CalibOptions,
-               overrides: dict | None = None) -> Loaded:
-    """A spiking model as it is, or an ANN converted now (calibrated if it needs it)."""
+               overrides: dict | None = None, cluster=None) -> Loaded:
+    """A spiking model as it is, or an ANN converted now (calibrated if it needs it).
+
+    ``cluster`` (a srp_onnx.distributed.Cluster): calibrate on its workers (the same thresholds).
+    """
     raw = read_model(path)
     if fileformat.is_spiking(raw):
         sf = fileformat.read(raw, f"'{path}'")
@@ -65,8 +68,13 @@ def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: Cal
 
         pre = resolve_preprocessing(p.graph.metadata, p.input_shape(), calib.data or "", overrides, warnings)
         ds = open_dataset(calib.data, split="calib", preprocessing=pre, limit=calib.limit)
-        calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())),
-                  rule=options.calib_rule, percentile=options.percentile, per_channel=options.per_channel)
+        how = dict(rule=options.calib_rule, percentile=options.percentile, per_channel=options.per_channel)
+        if cluster is None:
+            calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())), **how)
+            return
+        source = DataSource.of(ds, calib.data, calib.batch_size, p.input_shape(), calib.limit)
+        calibrate(p, None, collect=lambda model, sites: cluster.calib_stats(
+            model, p.input.name, sites, source, per_channel=options.per_channel), **how)
 
     snn, p = convert(path, options, calib=run_calibration if calib.data else None)
     return Loaded(snn, p.ann_model(), p, p.input_shape(), p.notes, warnings)
@@ -147,10 +155,57 @@ def open_data(spec: str, loaded: Loaded, *, split: str = "test", limit: int | No
     return open_dataset(spec, split=split, preprocessing=pre, limit=limit)
 
 
-def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...]
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Dataset batches shaped as the model's input (flattened for MLPs), checked for shape and values."""
-    for x, y in ds.batches(batch_size):
+class DataSource:
+    """Model-input batches of one dataset split, re-openable anywhere that sees the same path.
+
+    What a distributed worker gets instead of images: it opens the dataset itself (a shared
+    filesystem, or a built-in name) with the same preprocessing, and reads its index range
+    with :meth:`batches`. The opened dataset is cached per process and never pickled.
+    """
+
+    def __init__(self, spec: str | os.PathLike[str], *, split: str, preprocessing: Preprocessing | None,
+                 limit: int | None, batch_size: int, input_shape: tuple[int, ...]):
+        from srp_onnx.data.builtin import BUILTIN_NAMES
+
+        spec = str(spec)
+        # Workers need not share the driver's working directory: an existing path travels absolute.
+        if spec not in BUILTIN_NAMES and os.path.exists(spec):
+            spec = os.path.abspath(spec)
+        self.spec, self.split, self.preprocessing, self.limit = spec, split, preprocessing, limit
+        self.batch_size, self.input_shape = batch_size, tuple(input_shape)
+        self._ds: Dataset | None = None
+
+    @classmethod
+    def of(cls, ds: Dataset, spec: str | os.PathLike[str], batch_size: int, input_shape: tuple[int, ...],
+           limit: int | None = None) -> DataSource:
+        """The source of a dataset opened from ``spec`` (and ``limit``), keeping the opened copy here."""
+        src = cls(spec, split=ds.split, preprocessing=ds.preprocessing, limit=limit, batch_size=batch_size,
+                  input_shape=input_shape)
+        src._ds = ds
+        return src
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_ds": None}
+
+    def open(self) -> Dataset:
+        if self._ds is None:
+            self._ds = open_dataset(self.spec, split=self.split, preprocessing=self.preprocessing, limit=self.limit)
+        return self._ds
+
+    def __len__(self) -> int:
+        return len(self.open())
+
+    def batches(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return model_batches(self.open(), self.batch_size, self.input_shape, start, stop)
+
+
+def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...], start: int = 0,
+                  stop: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Dataset batches shaped as the model's input (flattened for MLPs), checked for shape and values.
+
+    ``start``/``stop``: only samples start..stop-1 (a distributed worker's shard).
+    """
+    for x, y in ds.batches(batch_size, start, stop):
         if tuple(x.shape[1:]) != tuple(input_shape):
             if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)) and len(input_shape) == 1:
                 x = x.reshape(len(x), -1)

@@ -24,8 +24,8 @@ def test_tau_auto_reads_only_the_calibration_split(monkeypatch, tmp_path):
         ds = real_open(spec, split=split, preprocessing=preprocessing, limit=limit)
         real_batches = ds.batches
 
-        def batches(batch_size):
-            for x, y in real_batches(batch_size):
+        def batches(batch_size, start=0, stop=None):
+            for x, y in real_batches(batch_size, start, stop):
                 for xi in x:
                     reads.append((split, state["choosing"], xi.tobytes()))
                 yield x, y

@@ -21,7 +21,7 @@ import numpy as np
 from srp_onnx.data.preprocess import Preprocessing
 from srp_onnx.errors import DataError
 
-__all__ = ["CALIB_SEED", "CALIB_SIZE", "SPLITS", "ArrayDataset", "Dataset", "calib_indices"]
+__all__ = ["CALIB_SEED", "CALIB_SIZE", "SPLITS", "ArrayDataset", "Dataset", "batch_ranges", "calib_indices"]
 
 SPLITS = ("train", "test", "calib")
 CALIB_SIZE = 500
@@ -49,12 +49,18 @@ class Dataset(abc.ABC):
         """Number of samples (after ``limit``)."""
 
     @abc.abstractmethod
-    def raw_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(uint8 images [N, H, W, C] after resize/crop, int64 labels [N])``."""
+    def raw_batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(uint8 images [N, H, W, C] after resize/crop, int64 labels [N])``.
 
-    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(float32 model input in the preprocessing's layout, int64 labels [N])``."""
-        for raw, labels in self.raw_batches(batch_size):
+        ``start``/``stop`` read only samples ``start..stop-1`` (a shard: what a distributed
+        worker reads from the same path), in batches of ``batch_size`` counted from ``start``.
+        """
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(float32 model input in the preprocessing's layout, int64 labels [N])``; see raw_batches."""
+        for raw, labels in self.raw_batches(batch_size, start, stop):
             yield self.preprocessing.normalize(raw, where=self.where), labels
 
     @property
@@ -105,11 +111,10 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def raw_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        check_batch_size(batch_size)
-        for start in range(0, len(self.images), batch_size):
-            chunk = self.images[start : start + batch_size]
-            yield self.preprocessing.resize_crop(chunk), self.labels[start : start + batch_size]
+    def raw_batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, j in batch_ranges(len(self), batch_size, start, stop):
+            yield self.preprocessing.resize_crop(self.images[i:j]), self.labels[i:j]
 
 
 def calib_indices(n: int) -> np.ndarray:
@@ -125,6 +130,19 @@ def check_split(split: str, where: str) -> None:
 def check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
+
+
+def batch_ranges(n: int, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(i, j)`` of each batch of samples ``start..stop-1`` of ``n`` (checked: 0 <= start <= stop <= n)."""
+    check_batch_size(batch_size)
+    stop = n if stop is None else stop
+    for v in (start, stop):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise DataError(f"start and stop must be integers, got {v!r}.")
+    if not 0 <= start <= stop <= n:
+        raise DataError(f"sample range {start}..{stop} is outside the dataset's 0..{n}.")
+    for i in range(start, stop, batch_size):
+        yield i, min(i + batch_size, stop)
 
 
 def check_limit(limit: int | None) -> None:

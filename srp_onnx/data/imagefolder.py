@@ -27,8 +27,8 @@ from PIL import Image
 
 from srp_onnx.data.base import (
     Dataset,
+    batch_ranges,
     calib_indices,
-    check_batch_size,
     check_split,
     one_line,
 )
@@ -128,10 +128,10 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def raw_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        check_batch_size(batch_size)
-        for start in range(0, len(self.samples), batch_size):
-            chunk = self.samples[start : start + batch_size]
+    def raw_batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, j in batch_ranges(len(self), batch_size, start, stop):
+            chunk = self.samples[i:j]
             images = [self._read(path) for path, _ in chunk]
             first = images[0].shape[:2]
             for (path, _), img in zip(chunk, images):

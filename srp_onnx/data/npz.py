@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srp_onnx.data.base import ArrayDataset, Dataset, check_batch_size, check_labels, one_line
+from srp_onnx.data.base import ArrayDataset, Dataset, batch_ranges, check_labels, one_line
 from srp_onnx.data.preprocess import Preprocessing
 from srp_onnx.errors import DataError
 
@@ -51,12 +51,13 @@ class FloatArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        check_batch_size(batch_size)
-        for start in range(0, len(self.x), batch_size):
-            yield self.x[start : start + batch_size], self.labels[start : start + batch_size]
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, j in batch_ranges(len(self), batch_size, start, stop):
+            yield self.x[i:j], self.labels[i:j]
 
-    def raw_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def raw_batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise DataError(
             f"{self.where}: 'x' is float model input, so there are no raw images; "
             f"save raw uint8 images as 'x' to use raw batches."

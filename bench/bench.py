@@ -219,7 +219,8 @@ class TorchSNNRun:
     def __init__(self, net, neurons, x: np.ndarray):
         import torch
 
-        self.net, self.neurons, self.x, self.out = net, neurons, torch.from_numpy(x), []
+        device = next(net.parameters()).device  # CPU here; CUDA in bench/gpu_check.py
+        self.net, self.neurons, self.x, self.out = net, neurons, torch.from_numpy(x).to(device), []
 
     def start(self) -> None:
         for n in self.neurons:
@@ -228,7 +229,7 @@ class TorchSNNRun:
     def step(self, counted: int | None) -> None:
         y = self.net(self.x)
         if counted is not None:
-            self.out.append(y.cpu().numpy().copy())
+            self.out.append(y)  # stays on the net's device
 
     def end_presim(self) -> None:
         for n in self.neurons:
@@ -244,7 +245,7 @@ def run_torch_snn(net, neurons, x, T: int, tau: int) -> np.ndarray:
     run = TorchSNNRun(net, neurons, x)
     with torch.no_grad():
         schedule.run(run, tau, T)
-    return np.stack(run.out)
+    return torch.stack(run.out).cpu().numpy()  # one copy out at the end (the paper's code sums on the device)
 
 
 # -- a lower bound: the step with a neuron that costs one Add ------------------------------------------

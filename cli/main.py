@@ -411,14 +411,14 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     from srp_onnx.analysis import analyze as run_analysis
     from srp_onnx.analysis import format_analysis
     from srp_onnx.io import write_text
-    from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
+    from srp_onnx.pipeline import CalibOptions, DataSource, model_batches, open_data, open_model
 
     check_outputs({"--json": json_out, "--plot": plot},
                   {"the model": model, "--data": _paths(data), "--calib": _paths(calib),
                    "--tau-data": _paths(tau_data)})
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
-    cluster = _cluster(ray_address, workers, device)  # calibration and --tau auto; the analysis runs here
+    cluster = _cluster(ray_address, workers, device)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
     _warn_unused_options(loaded, model)
     if tau_v == "auto":
@@ -427,8 +427,11 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     if not isinstance(tau_v, int):
         tau_v = _default_tau(loaded)
     ds = open_data(data, loaded, limit=limit, overrides=pre)
-    an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T, tau=tau_v,
-                      device=device)
+    if cluster is not None:
+        an = cluster.analyze(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape, limit), T=T, tau=tau_v)
+    else:
+        an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T,
+                          tau=tau_v, device=device)
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(an.to_json(), indent=2))
     if plot:

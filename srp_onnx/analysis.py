@@ -27,7 +27,7 @@ For every neuron layer, for tau = 0 (plain QCFS conversion) and for SRP:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -159,24 +159,62 @@ class Analysis:
     ann_macs: float
     ann_energy_uj: float
     runs: list[RunStats]
+    distributed: dict | None = None  # how a distributed run shared the work (workers, devices, images each)
 
     def to_json(self) -> dict:
         return {"T": self.T, "images": self.images, "ann_macs": self.ann_macs, "ann_energy_uJ": self.ann_energy_uj,
                 "energy_pJ": {"accumulate": E_AC_PJ, "multiply_accumulate": E_MAC_PJ,
                               "source": "Horowitz, ISSCC 2014, 45 nm, 32-bit float"},
                 "equal_tolerance_theta": EQ_TOL,
-                "runs": [dataclasses.asdict(r) for r in self.runs]}
+                "runs": [dataclasses.asdict(r) for r in self.runs],
+                **({"distributed": self.distributed} if self.distributed is not None else {})}
 
 
-class _Acc:
-    def __init__(self, names):
-        self.neurons = dict.fromkeys(names, 0)
-        self.spikes = dict.fromkeys(names, 0.0)
-        self.silenced = dict.fromkeys(names, 0.0)
-        self.cases = {n: dict.fromkeys(CASES, 0) for n in names}
-        self.abs_err = dict.fromkeys(names, 0.0)
-        self.sops = 0.0
-        self.macs = 0.0
+@dataclasses.dataclass
+class AnalysisCounts:
+    """The sums behind an Analysis over some images; disjoint shards merge exactly (srp_onnx.distributed).
+
+    Everything is a count except the absolute errors, kept per batch in order so that the total is
+    summed in the same order however the batches were shared out.
+    """
+
+    T: int
+    names: list[str]
+    taus: list[int]
+    ann_macs: float = 0.0
+    images: int = 0
+    neurons: dict = dataclasses.field(default_factory=dict)  # (tau, layer) -> neuron x image count
+    spikes: dict = dataclasses.field(default_factory=dict)  # (tau, layer) -> spikes (integer-valued)
+    silenced: dict = dataclasses.field(default_factory=dict)  # (tau, layer) -> masked neurons
+    cases: dict = dataclasses.field(default_factory=dict)  # (tau, layer) -> {case: count}
+    abs_err: dict = dataclasses.field(default_factory=dict)  # (tau, layer) -> [sum |a - r| of each batch]
+    sops: dict = dataclasses.field(default_factory=dict)  # tau -> synaptic operations (integer-valued)
+    macs: dict = dataclasses.field(default_factory=dict)  # tau -> first-layer MACs
+
+    def __post_init__(self) -> None:
+        for t in self.taus:
+            self.sops.setdefault(t, 0.0)
+            self.macs.setdefault(t, 0.0)
+            for n in self.names:
+                key = (t, n)
+                self.neurons.setdefault(key, 0)
+                self.spikes.setdefault(key, 0.0)
+                self.silenced.setdefault(key, 0.0)
+                self.cases.setdefault(key, dict.fromkeys(CASES, 0))
+                self.abs_err.setdefault(key, [])
+
+    def merge(self, other: AnalysisCounts) -> AnalysisCounts:
+        """Both image sets (``other``'s batches after ``self``'s)."""
+        if (self.T, self.names, self.taus) != (other.T, other.names, other.taus):
+            raise ValueError("cannot merge analyses of different models or settings")
+        keys = list(self.neurons)
+        return AnalysisCounts(
+            self.T, list(self.names), list(self.taus), self.ann_macs or other.ann_macs, self.images + other.images,
+            {k: self.neurons[k] + other.neurons[k] for k in keys}, {k: self.spikes[k] + other.spikes[k] for k in keys},
+            {k: self.silenced[k] + other.silenced[k] for k in keys},
+            {k: {c: self.cases[k][c] + other.cases[k][c] for c in CASES} for k in keys},
+            {k: self.abs_err[k] + other.abs_err[k] for k in keys},
+            {t: self.sops[t] + other.sops[t] for t in self.taus}, {t: self.macs[t] + other.macs[t] for t in self.taus})
 
 
 def classify_cases(a: np.ndarray, r: np.ndarray, theta: float | np.ndarray) -> dict[str, int]:
@@ -208,64 +246,94 @@ class _SopCounter:
             self.sops += float(((recorded[w.input] != 0) * w.fan).sum())
 
 
-def analyze(step: onnx.ModelProto, batches: Iterable[np.ndarray], *, T: int, tau: int,
-            device: str = "auto") -> Analysis:
-    """Per-layer statistics of tau = 0 and of SRP (tau) over ``batches``, on the runtime (``device``)."""
-    sf = fileformat.read(step)
-    layers = sf.sites
-    names = [s.name for s in layers]
-    wl = _weight_layers(from_onnx(step))
-    sim = SpikingModel(step, device=device, record_spikes=True, record=tuple(w.input for w in wl if not w.first))
-    ann_probe = ann_from_snn(step)
-    extra = [*(s.output for s in layers), *dict.fromkeys(t for w in wl for t in (w.input, w.output))]
-    for t in extra:
-        ann_probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    ann_sess = ort.session(ann_probe, sim.providers)
-    taus = [0, tau] if tau > 0 else [0]
-    accs = {t: _Acc(names) for t in taus}
-    n_img = 0
-    shaped = False
-    for x in batches:
-        x = np.asarray(x, np.float32)
-        outs = dict(zip(extra, ann_sess.run(None, {ann_sess.get_inputs()[0].name: x})[1:]))
-        if not shaped:
-            _shape_weight_layers(wl, outs)
-            shaped = True
-        for t_pre in taus:
-            acc = accs[t_pre]
-            sops = _SopCounter(wl, len(x))
-            res = sim.simulate(x, T, t_pre, on_step=sops)
-            acc.sops += sops.sops
-            acc.macs += sops.macs
-            for s in layers:
-                a, counts = outs[s.output], res.spikes[s.name]
-                theta = _theta(s)
-                r = counts * theta / T
-                acc.neurons[s.name] += a.size
-                acc.spikes[s.name] += float(counts.sum())
-                acc.silenced[s.name] += float(res.silenced[s.name].sum()) if t_pre else 0.0
-                for k, v in classify_cases(a, r, theta).items():
-                    acc.cases[s.name][k] += v
-                acc.abs_err[s.name] += float(np.abs(a.astype(np.float64) - r).sum())
-        n_img += len(x)
+class Analyzer:
+    """The sessions of an analysis in this process; :meth:`count` returns the sums over some batches."""
+
+    def __init__(self, step: onnx.ModelProto, *, T: int, tau: int, device: str = "auto",
+                 threads: int | None = None):
+        sf = fileformat.read(step)
+        self.T, self.layers = T, sf.sites
+        self.wl = _weight_layers(from_onnx(step))
+        self.sim = SpikingModel(step, device=device, threads=threads, record_spikes=True,
+                                record=tuple(w.input for w in self.wl if not w.first))
+        ann_probe = ann_from_snn(step)
+        self.extra = [*(s.output for s in self.layers), *dict.fromkeys(t for w in self.wl for t in (w.input, w.output))]
+        for t in self.extra:
+            ann_probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+        self.ann_sess = ort.session(ann_probe, self.sim.providers, threads=threads)
+        self.taus = [0, tau] if tau > 0 else [0]
+        self.shaped = False
+
+    @property
+    def provider(self) -> str:
+        return self.sim.provider
+
+    def count(self, batches: Iterable, on_batch: Callable[[int], None] | None = None) -> AnalysisCounts:
+        """Sums over ``batches`` (model-input arrays)."""
+        T = self.T
+        acc = AnalysisCounts(T, [s.name for s in self.layers], list(self.taus))
+        for x in batches:
+            x = np.asarray(x, np.float32)
+            outs = dict(zip(self.extra, self.ann_sess.run(None, {self.ann_sess.get_inputs()[0].name: x})[1:]))
+            if not self.shaped:
+                _shape_weight_layers(self.wl, outs)
+                self.shaped = True
+            for t_pre in self.taus:
+                sops = _SopCounter(self.wl, len(x))
+                res = self.sim.simulate(x, T, t_pre, on_step=sops)
+                acc.sops[t_pre] += sops.sops
+                acc.macs[t_pre] += sops.macs
+                for s in self.layers:
+                    a, counts = outs[s.output], res.spikes[s.name]
+                    theta = _theta(s)
+                    r = counts * theta / T
+                    key = (t_pre, s.name)
+                    acc.neurons[key] += a.size
+                    acc.spikes[key] += float(counts.sum())
+                    acc.silenced[key] += float(res.silenced[s.name].sum()) if t_pre else 0.0
+                    for k, v in classify_cases(a, r, theta).items():
+                        acc.cases[key][k] += v
+                    acc.abs_err[key].append(float(np.abs(a.astype(np.float64) - r).sum()))
+            acc.images += len(x)
+            if on_batch is not None:
+                on_batch(len(x))
+        acc.ann_macs = float(sum(w.macs for w in self.wl))
+        return acc
+
+
+def build_analysis(acc: AnalysisCounts) -> Analysis:
+    """Rates, shares and energy from the (merged) sums."""
+    n_img, T, names = acc.images, acc.T, acc.names
     if not n_img:
         raise DataError("the dataset yielded no images to analyze.")
-    ann_macs = float(sum(w.macs for w in wl))
     runs = []
-    for t_pre, acc in accs.items():
+    for t_pre in acc.taus:
         stats = []
         total = dict.fromkeys(CASES, 0)
         for n in names:
-            N = acc.neurons[n]
+            key = (t_pre, n)
+            N = acc.neurons[key]
             for k in CASES:
-                total[k] += acc.cases[n][k]
-            stats.append(LayerStats(n, N // max(n_img, 1), acc.spikes[n] / (N * T), acc.silenced[n] / N,
-                                    {k: acc.cases[n][k] / N for k in CASES}, acc.abs_err[n] / N))
-        all_n = sum(acc.neurons.values())
-        sops, macs = acc.sops / n_img, acc.macs / n_img
+                total[k] += acc.cases[key][k]
+            abs_err = 0.0
+            for v in acc.abs_err[key]:  # in batch order: the sum one pass makes
+                abs_err += v
+            stats.append(LayerStats(n, N // max(n_img, 1), acc.spikes[key] / (N * T), acc.silenced[key] / N,
+                                    {k: acc.cases[key][k] / N for k in CASES}, abs_err / N))
+        all_n = sum(acc.neurons[(t_pre, n)] for n in names)
+        sops, macs = acc.sops[t_pre] / n_img, acc.macs[t_pre] / n_img
         runs.append(RunStats(t_pre, stats, {k: v / all_n for k, v in total.items()}, sops, macs,
                              (E_AC_PJ * sops + E_MAC_PJ * macs) * 1e-6))
-    return Analysis(T, n_img, ann_macs, E_MAC_PJ * ann_macs * 1e-6, runs)
+    return Analysis(T, n_img, acc.ann_macs, E_MAC_PJ * acc.ann_macs * 1e-6, runs)
+
+
+def analyze(step: onnx.ModelProto, batches: Iterable[np.ndarray], *, T: int, tau: int,
+            device: str = "auto") -> Analysis:
+    """Per-layer statistics of tau = 0 and of SRP (tau) over ``batches``, on the runtime (``device``).
+
+    srp_onnx.distributed.Cluster.analyze is the same over Ray workers, with the same result.
+    """
+    return build_analysis(Analyzer(step, T=T, tau=tau, device=device).count(batches))
 
 
 def _theta(s) -> np.ndarray | float:

@@ -38,6 +38,7 @@ from typing import Any
 
 import onnx
 
+from srp_onnx.analysis import Analysis, Analyzer, build_analysis
 from srp_onnx.calibrate import CalibStats, HistogramCollector
 from srp_onnx.data.base import one_line
 from srp_onnx.errors import SrpOnnxError, UsageError
@@ -118,6 +119,20 @@ class _CalibCounter:
 
     def count(self, batches, on_batch=None) -> CalibStats:
         return self.collector.count((x for x, _ in batches), on_batch)
+
+
+class _AnalysisCounter:
+    """analyze's work on one worker: the recording spiking model and the probing ANN, fed the images only."""
+
+    def __init__(self, step: onnx.ModelProto, *, T: int, tau: int, device: str, threads: int | None):
+        self.analyzer = Analyzer(step, T=T, tau=tau, device=device, threads=threads)
+
+    @property
+    def provider(self) -> str:
+        return self.analyzer.provider
+
+    def count(self, batches, on_batch=None):
+        return self.analyzer.count((x for x, _ in batches), on_batch)
 
 
 class _Job:
@@ -254,6 +269,13 @@ class Cluster:
         make = functools.partial(_CalibCounter, model, input_name, list(sites), per_channel)
         stats, _ = self._run(make, source, "calibration")
         return stats
+
+    def analyze(self, step: onnx.ModelProto, source: DataSource, *, T: int, tau: int) -> Analysis:
+        """analysis.analyze over the workers: the same analysis, plus its ``distributed`` block."""
+        counts, block = self._run(functools.partial(_AnalysisCounter, step, T=T, tau=tau), source, "analyze")
+        an = build_analysis(counts)
+        an.distributed = block
+        return an
 
     # -- scheduling ----------------------------------------------------------------------------------
 

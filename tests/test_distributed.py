@@ -83,6 +83,20 @@ def test_eval_with_ray_reports_what_one_process_reports(tmp_path, model, args):
     assert sum(w["shards"] for w in block["workers"]) == block["shards"] > 2 and block["retried_shards"] == 0
 
 
+def test_analyze_with_ray_reports_what_one_process_reports(tmp_path):
+    """Per-layer cases, rates, MAE (a float sum, kept in batch order), SOPs and energy: identical."""
+    args = [str(SAMPLE), "--data", "mnist", "--limit", "96", "--T", "4", "--tau", "2", "--batch-size", "32"]
+    got = {}
+    for name, extra in (("alone", []), ("ray", ["--ray", "auto", "--workers", "2"])):
+        out = tmp_path / f"{name}.json"
+        r = CliRunner().invoke(main, ["analyze", *args, *extra, "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        got[name] = json.loads(out.read_text())
+    block = got["ray"].pop("distributed")
+    assert got["ray"] == got["alone"] and [run["tau"] for run in got["alone"]["runs"]] == [0, 2]
+    assert sum(w["images"] for w in block["workers"]) == 96 and block["shards"] == 3
+
+
 def _mnist(loaded, split: str, limit: int | None = None, batch_size: int = 32) -> DataSource:
     return DataSource.of(open_data("mnist", loaded, split=split, limit=limit), "mnist", batch_size,
                          loaded.input_shape, limit)

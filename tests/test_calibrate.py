@@ -69,3 +69,22 @@ def test_runs_are_split_to_bound_memory_without_changing_thresholds(monkeypatch)
     calibrate_mod.calibrate(split, [x])
     assert runs and max(runs) == 16 and sum(runs) == 200
     assert [s.theta for s in split.sites] == [s.theta for s in whole.sites]
+
+
+def test_histograms_of_shards_merge_into_the_one_pass_histogram():
+    """Any split of the values, batched any way: merged counts, range and maximum equal one pass's exactly."""
+    rng = np.random.default_rng(7)
+    values = np.abs(rng.standard_normal((3, 5000))) * np.array([[0.5], [3.0], [40.0]])
+    values[1, :2500] = 0  # a row with no positive value in the first shard
+    whole = calibrate_mod.StreamingHistogram(3)
+    whole.add(values)
+    merged = None
+    for a, b in [(0, 2500), (2500, 2600), (2600, 5000)]:
+        part = calibrate_mod.StreamingHistogram(3)
+        for i in range(a, b, 333):  # batches of another size inside each shard
+            part.add(values[:, i:min(i + 333, b)])
+        merged = part if merged is None else merged.merge(part)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    np.testing.assert_array_equal(merged.hi, whole.hi)
+    np.testing.assert_array_equal(merged.max, whole.max)
+    assert len(set(whole.hi)) == 3  # the rows' ranges differ, so merging had to align them

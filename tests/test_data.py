@@ -576,3 +576,26 @@ def test_damaged_idx_files_are_refused(tmp_path: Path) -> None:
     (root / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match="damaged"):
         load_arrays(root, "train")
+
+
+def test_index_ranges_read_the_same_samples_as_one_pass(tmp_path):
+    """start/stop (a distributed worker's shard): the samples of that range, batched from start, in every reader."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (11, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(11) % 3
+    write_class_folder(tmp_path / "folder", images, labels)
+    np.savez(tmp_path / "float.npz", x=rng.standard_normal((11, 1, 8, 8)).astype(np.float32), y=labels)
+    pre = Preprocessing(scale=255.0, channels=1)
+    for spec in ("digits", tmp_path / "folder", tmp_path / "float.npz"):
+        ds = open_dataset(spec, split="test", preprocessing=pre, limit=11)
+        x, y = collect(ds.batches(4))
+        for start, stop in [(0, 11), (4, 8), (8, 11), (3, 10)]:
+            part = list(ds.batches(4, start, stop))
+            assert [len(b) for b, _ in part] == [min(4, stop - i) for i in range(start, stop, 4)]
+            px, py = collect(part)
+            np.testing.assert_array_equal(px, x[start:stop])
+            np.testing.assert_array_equal(py, y[start:stop])
+        assert list(ds.batches(4, 5, 5)) == []
+        for start, stop in [(-1, 3), (5, 4), (0, 12)]:
+            with pytest.raises(DataError, match="outside the dataset"):
+                next(ds.batches(4, start, stop))

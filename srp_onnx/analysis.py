@@ -242,8 +242,9 @@ class _SopCounter:
 
     def __call__(self, step: int, counted: int | None, recorded: dict[str, np.ndarray]) -> None:
         self.macs += self.macs_per_step
-        for w in self.dynamic:
-            self.sops += float(((recorded[w.input] != 0) * w.fan).sum())
+        for w in self.dynamic:  # sum over images and elements of [x != 0] * fan-out, as one dot product
+            active = np.count_nonzero(recorded[w.input], axis=0)
+            self.sops += float(np.dot(active.ravel(), w.fan.ravel()))
 
 
 class Analyzer:

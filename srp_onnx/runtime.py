@@ -403,7 +403,8 @@ class _StepRun:
         B = buf.B
         shape = model._logits_shape
         self.logits = np.empty((T, B, *shape), np.float32) if shape is not None else [None] * T
-        self.spikes = ({s.name: np.zeros((B, *s.shape), np.int64) for s in model.layers}
+        # Counted in float32 (exact below 2^24 steps, T is far below), made int64 once at the end.
+        self.spikes = ({s.name: np.zeros((B, *s.shape), np.float32) for s in model.layers}
                        if model.record_spikes else {})
         self.silenced: dict[str, np.ndarray] = {}
 
@@ -418,7 +419,7 @@ class _StepRun:
             # On the CPU numpy() is a view of the bound buffer, which the next step overwrites: copy.
             self.logits[counted] = np.array(out.numpy(), np.float32, copy=True)
             for s, o in zip(m.layers, buf.spikes):
-                self.spikes[s.name] += o.numpy().astype(np.int64)
+                np.add(self.spikes[s.name], o.numpy(), out=self.spikes[s.name])
         if self.on_step is not None:
             outs = buf.step.get_outputs()
             tail = iter(outs[len(outs) - sum(v is None for v in buf.recorded):])
@@ -433,7 +434,7 @@ class _StepRun:
 
     def result(self) -> SimResult:
         logits = self.logits if isinstance(self.logits, np.ndarray) else np.stack(self.logits)
-        return SimResult(logits, self.spikes, self.silenced)
+        return SimResult(logits, {k: v.astype(np.int64) for k, v in self.spikes.items()}, self.silenced)
 
 
 def simulate(model: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray, T: int, tau: int | None = None,

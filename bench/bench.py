@@ -755,6 +755,11 @@ def main() -> None:
     text = report(info, nets, conv, rounding, args.quick)
     print(text)
     if out is not None:
+        # Sections other scripts own (bench_ray.py's, between its markers) stay as they are.
+        begin, end = "<!-- bench_ray: begin -->", "<!-- bench_ray: end -->"
+        old = out.read_text() if out.exists() else ""
+        if begin in old and end in old:
+            text = text.rstrip("\n") + "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
         tmp_out = out.with_suffix(".tmp")
         tmp_out.write_text(text)
         os.replace(tmp_out, out)

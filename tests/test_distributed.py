@@ -65,12 +65,12 @@ def _eval_json(tmp_path: Path, name: str, args: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("model, args", [
-    (SAMPLE, ["--data", "mnist", "--limit", "200"]),
+    (SAMPLE, ["--data", "mnist", "--limit", "160"]),
     (RELU, ["--data", "digits", "--calib", "digits", "--calib-limit", "300", "--per-channel"]),
 ], ids=["sample", "relu-exporter"])
 def test_eval_with_ray_reports_what_one_process_reports(tmp_path, model, args):
     """tau 0 and 4 rows (--compare-baseline), the ANN row, warnings: identical; the ReLU net calibrates on Ray too."""
-    common = [str(model), *args, "--T", "8", "--tau", "4", "--compare-baseline", "--batch-size", "32"]
+    common = [str(model), *args, "--T", "4", "--tau", "4", "--compare-baseline", "--batch-size", "32"]
     alone = _eval_json(tmp_path, "alone", common)
     spread = _eval_json(tmp_path, "ray", [*common, "--ray", "auto", "--workers", "2"])
     assert [r["tau"] for r in alone["rows"]] == [None, 0, 4]

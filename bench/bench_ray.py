@@ -64,7 +64,8 @@ def main() -> None:
     print(f"one process: {single:.1f} s, {n / single:.1f} images/s", file=sys.stderr)
 
     t = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
     ray_init = time.perf_counter() - t
     try:
         for w in (int(v) for v in args.workers.split(",")):

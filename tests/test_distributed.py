@@ -32,7 +32,8 @@ RELU = ROOT / "tests" / "data" / "exporters" / "torch_ts_relu_cnn.onnx"  # ReLU:
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # address="local": a fresh instance of our own, even where a `ray start` cluster runs
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     # The failing sources below are defined here: ship them to the workers by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield

@@ -33,6 +33,18 @@ from .options import (
 )
 
 
+def _error_text(e: SrpOnnxError) -> str:
+    """A library error in the CLI's words: the parameter at fault named as the option the user typed."""
+    flags = {p.name: p.opts[0] for cmd in main.commands.values() for p in cmd.params if p.opts}
+    flag = flags.get(e.param) if e.param else None
+    if flag is None:
+        return str(e)
+    text = f"{flag} {e.value}: {e.message}" if e.has_value else f"{flag}: {e.message}"
+    if e.suggest:
+        text += f" (that is: {' or '.join(f'{flag} {v}' for v in e.suggest)})"
+    return text
+
+
 class Group(click.Group):
     """Turns library errors into one line and exit code 2; no tracebacks unless -v."""
 
@@ -67,7 +79,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except SrpOnnxError as e:
-            click.echo(f"srp-onnx: error: {safe(e)}", err=True)
+            click.echo(f"srp-onnx: error: {safe(_error_text(e))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as e:
             click.echo(f"srp-onnx: {str(e) or 'interrupted; nothing was written'}.", err=True)

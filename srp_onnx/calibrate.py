@@ -170,7 +170,7 @@ def calibrate(plan, batches: Iterable[np.ndarray] | None, *, rule: str = "percen
         stats = HistogramCollector(model, plan.input.name, todo, per_channel=per_channel).count(batches)
     hists, seen = stats.hists, stats.seen
     if seen == 0:
-        raise DataError("the calibration data holds no samples. Give a non-empty --calib dataset.")
+        raise DataError("the calibration data holds no samples. Give a non-empty dataset.", param="calib")
     for s, h in zip(todo, hists):
         assert h is not None
         theta = h.max.copy() if rule == "max" else h.percentile(percentile)

@@ -44,13 +44,15 @@ class ConvertOptions:
 
     def validate(self) -> None:
         if not 0 <= self.tau <= MAX_TAU:
-            raise UsageError(f"--tau {self.tau}: the pre-simulation length must be 0 to {MAX_TAU} (paper: 4 to 14).")
+            raise UsageError(f"the pre-simulation length must be 0 to {MAX_TAU} (paper: 4 to 14).", param="tau",
+                             value=self.tau)
         if not 0 < self.percentile <= 100:
-            raise UsageError(f"--percentile {self.percentile}: must be in (0, 100], e.g. 99.99.")
+            raise UsageError("the percentile must be in (0, 100], e.g. 99.99.", param="percentile",
+                             value=self.percentile)
         if self.maxpool not in ("error", "avg", "gate"):
-            raise UsageError(f"--maxpool {self.maxpool}: choose 'error', 'gate' or 'avg'.")
+            raise UsageError("choose 'error', 'gate' or 'avg'.", param="maxpool", value=self.maxpool)
         if self.calib_rule not in ("percentile", "max"):
-            raise UsageError(f"--calib-rule {self.calib_rule}: choose 'percentile' or 'max'.")
+            raise UsageError("choose 'percentile' or 'max'.", param="calib_rule", value=self.calib_rule)
 
 
 @dataclasses.dataclass
@@ -214,7 +216,7 @@ def convert(path: str | os.PathLike[str], options: ConvertOptions | None = None,
         if calib is None:
             names = ", ".join(f"'{s.name}'" for s in p.sites if s.theta is None)
             raise UsageError(f"'{path}': ReLU layers {names} have no upper bound to use as threshold. "
-                             "Give calibration data with --calib DATA (an .npz, a dataset folder, mnist, digits).")
+                             "Give calibration data (an .npz, a dataset folder, mnist, digits).", param="calib")
         calib(p)
     return emit_step_graph(p, options.tau), p
 

@@ -8,9 +8,35 @@ from __future__ import annotations
 
 import os
 
+_UNSET = object()
+
 
 class SrpOnnxError(Exception):
-    """Base class: a problem with the user's model, data or options."""
+    """Base class: a problem with the user's model, data or options.
+
+    ``param`` names the library parameter at fault (``"tau"``, ``"calib"``, ...), ``value``
+    the value it had, where one did, and ``suggest`` values of it that would do: a front end
+    names them its own way (the CLI as the option and the value the user typed);
+    ``str(e)`` says ``param = value: message``. The message itself names no command-line option.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, value: object = _UNSET,
+                 suggest: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.value = value
+        self.suggest = tuple(suggest)
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _UNSET
+
+    def __str__(self) -> str:
+        if self.param is None:
+            return self.message
+        head = f"{self.param} = {self.value}" if self.has_value else self.param
+        return f"{head}: {self.message}"
 
 
 class ModelError(SrpOnnxError):
@@ -20,8 +46,9 @@ class ModelError(SrpOnnxError):
 class UnsupportedNodeError(ModelError):
     """A node has no spiking equivalent; the message names it (``nodes``: the graph nodes concerned)."""
 
-    def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, nodes: tuple[str, ...] = (), *, param: str | None = None,
+                 value: object = _UNSET, suggest: tuple[object, ...] = ()) -> None:
+        super().__init__(message, param=param, value=value, suggest=suggest)
         self.nodes = tuple(nodes)
 
 

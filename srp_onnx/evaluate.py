@@ -184,7 +184,7 @@ class Evaluator:
                 K = logits.shape[-1]
                 if c.n == 0 and (y.min() < 0 or y.max() >= K):
                     raise DataError(f"labels range over {int(y.min())}..{int(y.max())} but the model has {K} "
-                                    "outputs. Check that the data matches the model (--data).")
+                                    "outputs. Check that the data matches the model.", param="data")
                 if y.max() >= K:
                     raise DataError(f"label {int(y.max())} is out of range for a model with {K} outputs.")
                 c.snn[name].update(logits, y)
@@ -203,7 +203,7 @@ def build_report(counts: EvalCounts, *, compare_baseline: bool, device: str, pro
     """The report of (merged) counts: rows, percentages and warnings, the same however they were counted."""
     n, T = counts.n, counts.T
     if n == 0:
-        raise DataError("the dataset yielded no images. Check --data and --limit.")
+        raise DataError("the dataset yielded no images. Check the data and the image limit.", param="data")
     rows = []
     for name, (c1, c5) in counts.ann.items():
         rows.append(Row(name, None, [100.0 * c1 / n], [100.0 * c5 / n]))
@@ -285,8 +285,8 @@ def tau_candidates(*, T: int | None = None, budget: int | None = None, max_tau: 
     if (T is None) == (budget is None):
         raise ValueError("give exactly one of T and budget")
     if not 0 <= max_tau <= MAX_TAU or not 1 <= (T if T is not None else budget) <= MAX_T + MAX_TAU:
-        raise UsageError(f"--tau auto: --tau-max must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and the latency "
-                         f"budget at most {MAX_T + MAX_TAU}.")
+        raise UsageError(f"choosing tau: the largest tau must be 0 to {MAX_TAU}, the target T 1 to {MAX_T} and "
+                         f"the latency budget at most {MAX_T + MAX_TAU}.")
     if budget is not None:
         return [(a, budget - a) for a in range(min(max_tau, budget - 1) + 1)], f"latency budget tau + T = {budget}"
     return [(a, T) for a in range(max_tau + 1)], f"accuracy at T = {T}"

@@ -96,8 +96,9 @@ def open_ann(path: str | os.PathLike[str], loaded: Loaded) -> onnx.ModelProto:
     inp = graph.inputs[0]
     shape = tuple(inp.shape[1:]) if inp.shape else None
     if shape != tuple(loaded.input_shape):
-        raise UsageError(f"--ann '{path}': its input '{inp.name}' has per-sample shape {shape}, the spiking "
-                         f"model's has {tuple(loaded.input_shape)}. Give the ANN the model was converted from.")
+        raise UsageError(f"'{path}': its input '{inp.name}' has per-sample shape {shape}, the spiking "
+                         f"model's has {tuple(loaded.input_shape)}. Give the ANN the model was converted from.",
+                         param="ann")
     source = loaded.metadata.get(fileformat.Key.SOURCE_SHA256)
     if source and source != file_sha256(path):
         loaded.warnings.append(Note(NoteKind.ANN_NOT_SOURCE, f"'{path}' is not the file this spiking model was "
@@ -113,7 +114,7 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--{what} '{text}': give comma-separated numbers, e.g. 0.5,0.5,0.5.") from None
+        raise UsageError("give comma-separated numbers, e.g. 0.5,0.5,0.5.", param=what, value=text) from None
 
 
 def resolve_preprocessing(metadata: dict[str, str], input_shape: tuple[int, ...], data_spec: str,
@@ -216,7 +217,7 @@ def model_batches(ds: Dataset, batch_size: int, input_shape: tuple[int, ...], st
                                 "raw uint8 images, which are laid out for the model.")
             else:
                 raise DataError(f"{ds.where}: samples have shape {tuple(x.shape[1:])} but the model expects "
-                                f"{tuple(input_shape)}. Use data of the model's input size (or --resize/--crop).")
+                                f"{tuple(input_shape)}. Use data of the model's input size (or resize and crop it).")
         if not np.isfinite(x).all():
             raise DataError(f"{ds.where}: the input holds NaN or Inf values. Clean the data.")
         yield np.ascontiguousarray(x, dtype=np.float32), y

@@ -281,18 +281,18 @@ def check_linear(graph: Graph, sites: list[Site], problems: list[UnsupportedNode
             continue
         if node.op in ("MaxPool", "GlobalMaxPool") and maxpool == "gate":
             _refuse(UnsupportedNodeError(
-                f"{node.describe()}: --maxpool gate applies to a MaxPool that reads a neuron layer's output "
-                f"(or one followed directly by the activation); this one reads '{node.inputs[0]}'. Use "
-                "--maxpool avg (average pooling; this changes the network), or retrain with AvgPool."
-            ), problems)
+                f"{node.describe()}: the max-pool gate applies to a MaxPool that reads a neuron layer's output "
+                f"(or one followed directly by the activation); this one reads '{node.inputs[0]}'. Use the "
+                "'avg' max-pool mode (average pooling; this changes the network), or retrain with AvgPool.",
+                param="maxpool", value=maxpool, suggest=("avg",)), problems)
             continue
         if node.op in ("MaxPool", "GlobalMaxPool"):
             _refuse(UnsupportedNodeError(
                 f"{node.describe()}: max pooling of spike trains is not rate-equivalent to max pooling "
-                "of activations (the max of rates is not the rate of the max). Retrain with AvgPool, or "
-                "pass --maxpool gate (a spiking max pool, where it follows a neuron layer) or --maxpool avg "
-                "(average pooling; this changes the network)."
-            ), problems)
+                "of activations (the max of rates is not the rate of the max). Retrain with AvgPool, or choose "
+                "the max-pool mode 'gate' (a spiking max pool, where it follows a neuron layer) or 'avg' "
+                "(average pooling; this changes the network).", param="maxpool", value=maxpool,
+                suggest=("gate", "avg")), problems)
             continue
         if node.op not in LINEAR or node.domain not in ("", "ai.onnx"):
             _refuse(UnsupportedNodeError(

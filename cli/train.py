@@ -14,7 +14,7 @@ import click
 from srp_onnx.errors import UsageError
 
 _DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits")
-_ARCHS = ("cnn", "vgg16", "resnet18", "resnet20", "resnet34")
+_ARCHS = ("cnn", "vgg16", "resnet8", "resnet18", "resnet20", "resnet34")
 _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
 
 

@@ -18,7 +18,19 @@ graph must compute the same)::
     out_t = theta * s_t * mask                   t >= tau
     after step tau - 1 (only if tau > 0):  mask = [v > 1e-3],  v = 0.5
 
-``mask`` is all ones when ``tau == 0``. For a constant input ``x`` the number of
+``mask`` is all ones when ``tau == 0``. That end of the pre-simulation is SRP's rule
+(``rule="srp"``, the default). The other rules (docs/srp-algorithm.md section 3a) change
+only what happens after step ``tau - 1``; with ``N`` the spikes fired in the ``tau``
+pre-simulation steps (float32, exact) and ``c`` in units of theta::
+
+    srp:       mask = [v > 1e-3]                                  v = 0.5
+    deadzone:  mask = [(N + v) - 0.5 > c * tau]                   v = 0.5
+    both:      mask = [v > 1e-3] * [(N + v) - 0.5 > c * tau]      v = 0.5
+    burnin:    mask = 1                                           v kept
+
+``(N + v) - 0.5`` is the summed input current over theta (each spike took 1 from v,
+which started at 0.5), so the dead-zone test asks whether the mean input over the
+pre-simulation exceeds ``c * theta``; ``c * tau`` is rounded once to float32. For a constant input ``x`` the number of
 spikes after ``n`` steps is ``clip(floor(n x / theta + 1/2), 0, n)``; the mean output
 tends to ``clip(x, 0, theta)``.
 
@@ -68,16 +80,21 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
+    "RULES",
     "GraphLike",
     "NodeLike",
     "RefResult",
     "RefSite",
     "ValueInfoLike",
+    "end_of_presimulation",
     "if_neuron",
     "if_step",
     "run_ann",
     "simulate",
 ]
+
+RULES = ("srp", "deadzone", "both", "burnin")
+"""What every neuron does at the end of the pre-simulation (see the module docstring)."""
 
 MASK_EPS = np.float32(1e-3)
 """A neuron stays active after pre-simulation iff its residual ``v > MASK_EPS`` (float32)."""
@@ -158,17 +175,43 @@ def if_step(v: np.ndarray, x: np.ndarray, theta: float) -> tuple[np.ndarray, np.
     return s, v - s.astype(np.float32)
 
 
-def if_neuron(x_seq: np.ndarray, theta: float, tau: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def end_of_presimulation(v: np.ndarray, n: np.ndarray, tau: int, rule: str = "srp",
+                         c: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A rule of :data:`RULES` applied after ``tau`` pre-simulation steps: ``(mask, v_new)``, float32.
+
+    ``v`` is the membrane after step ``tau - 1``, ``n`` the spikes fired in the ``tau`` steps.
+    """
+    _check_rule(rule, c)
+    v = np.asarray(v, dtype=np.float32)
+    if rule == "burnin":
+        return np.ones_like(v), v
+    residual = v > MASK_EPS
+    deadzone = (np.asarray(n, dtype=np.float32) + v) - V_INIT > np.float32(c * tau)
+    keep = {"srp": residual, "deadzone": deadzone, "both": residual & deadzone}[rule]
+    return keep.astype(np.float32), np.full_like(v, V_INIT)
+
+
+def _check_rule(rule: str, c: float) -> None:
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r} is not one of {RULES}")
+    if not c >= 0:
+        raise ValueError(f"the dead-zone level c must be >= 0, got {c}")
+
+
+def if_neuron(x_seq: np.ndarray, theta: float, tau: int, rule: str = "srp",
+              c: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run an IF neuron layer with SRP over ``S = len(x_seq)`` steps (``tau`` of them pre-simulation).
 
     Returns ``(out_seq, spike_seq, mask)``: ``out_seq`` float32 ``[S, ...]`` is
     ``theta * s_t`` (times ``mask`` for ``t >= tau``); ``spike_seq`` bool ``[S, ...]`` are
     the *emitted* spikes (masked after pre-simulation); ``mask`` float32 ``[...]`` is the
-    mask recorded after step ``tau - 1`` (all ones when ``tau == 0``).
+    mask recorded after step ``tau - 1`` (all ones when ``tau == 0``). ``rule`` and ``c``
+    choose what happens after step ``tau - 1`` (:func:`end_of_presimulation`; SRP by default).
     """
     x_seq = np.asarray(x_seq, dtype=np.float32)
     if tau < 0 or tau > x_seq.shape[0]:
         raise ValueError(f"tau={tau} must lie in [0, {x_seq.shape[0]}] (the number of steps)")
+    _check_rule(rule, c)
     th = np.float32(theta)
     v = np.full(x_seq.shape[1:], V_INIT, dtype=np.float32)
     mask = np.ones(x_seq.shape[1:], dtype=np.float32)
@@ -177,8 +220,7 @@ def if_neuron(x_seq: np.ndarray, theta: float, tau: int) -> tuple[np.ndarray, np
         s, v = if_step(v, x_seq[t], theta)
         spikes[t] = s if t < tau else s & (mask > 0)
         if tau > 0 and t == tau - 1:
-            mask = (v > MASK_EPS).astype(np.float32)
-            v = np.full_like(v, V_INIT)
+            mask, v = end_of_presimulation(v, spikes[:tau].sum(axis=0), tau, rule, c)
     out = spikes.astype(np.float32) * th  # == s * theta * mask exactly: s, mask are 0 or 1
     return out, spikes, mask
 
@@ -192,14 +234,18 @@ def simulate(
     tau: int,
     output: str,
     input: str | None = None,
+    rule: str = "srp",
+    c: float = 0.0,
 ) -> RefResult:
     """Simulate the spiking network for ``tau + T`` steps, layer by layer (see the module docstring).
 
     ``x`` (the image batch) is applied at every step. ``logits[t]`` is the value of
     ``output`` at step ``tau + t``; its running sum over ``t`` is what SRP classifies.
+    ``rule`` and ``c``: what every neuron does at the end of the pre-simulation (:data:`RULES`).
     """
     if T < 1 or tau < 0:
         raise ValueError(f"need T >= 1 and tau >= 0, got T={T}, tau={tau}")
+    _check_rule(rule, c)
     S = tau + T
     spikes: dict[str, np.ndarray] = {}
     presim: dict[str, np.ndarray] = {}
@@ -208,7 +254,7 @@ def simulate(
     def neuron(site: RefSite) -> Callable[[_Val], _Val]:
         def run(v: _Val) -> _Val:
             seq = v.data if v.seq else np.broadcast_to(v.data, (S, *v.data.shape))
-            out, spk, mask = if_neuron(seq, site.theta, tau)
+            out, spk, mask = if_neuron(seq, site.theta, tau, rule, c)
             spikes[site.output] = spk[tau:].sum(axis=0, dtype=np.int64)
             presim[site.output] = spk[:tau].sum(axis=0, dtype=np.int64)
             masks[site.output] = mask

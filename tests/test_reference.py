@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from reference import RefSite, if_neuron, if_step, run_ann, simulate
+from reference import RULES, RefSite, end_of_presimulation, if_neuron, if_step, run_ann, simulate
 
 from srp_onnx.graph import Graph, from_onnx
 
@@ -178,6 +178,81 @@ def test_mean_output_approaches_clipped_input_not_quantized_value() -> None:
     out, _, _ = if_neuron(np.tile(x, (T, 1)), theta, tau=0)
     mean = out.mean(axis=0, dtype=np.float64)
     np.testing.assert_array_less(np.abs(mean - np.clip(x, 0, theta)), theta / T)
+
+
+# -- the rules at the end of the pre-simulation (docs/srp-algorithm.md section 3a) -------
+
+# Constant input x / theta (dyadic, so every step is exact), tau = 4; c = 1/8 makes c * tau = 0.5.
+#   ratio  v after 4 steps  N   (N + v) - 0.5   srp  deadzone c=0  deadzone c=1/8  both c=1/8
+#  -1/16        0.25        0       -0.25        1        0              0             0
+#   0           0.5         0        0           1        0              0             0
+#   1/16        0.75        0        0.25        1        1              0             0   (the dead zone)
+#   1/8         0           1        0.5         0        1              0             0   (exactly at c)
+#   3/16        0.25        1        0.75        1        1              1             1
+#   1/4         0.5         1        1.0         1        1              1             1
+#   3/8         0           2        1.5         0        1              1             0
+RATIOS = np.array([-1, 0, 1, 2, 3, 4, 6], np.float64) / 16
+GOLDEN_MASKS = {
+    ("srp", 0.0): [1, 1, 1, 0, 1, 1, 0],
+    ("deadzone", 0.0): [0, 0, 1, 1, 1, 1, 1],
+    ("deadzone", 0.125): [0, 0, 0, 0, 1, 1, 1],
+    ("both", 0.0): [0, 0, 1, 0, 1, 1, 0],
+    ("both", 0.125): [0, 0, 0, 0, 1, 1, 0],
+    ("burnin", 0.0): [1, 1, 1, 1, 1, 1, 1],
+}
+
+
+@pytest.mark.parametrize(("rule", "c"), list(GOLDEN_MASKS))
+def test_rule_golden_masks_and_post_presimulation_spike_counts(rule: str, c: float) -> None:
+    tau, T = 4, 12
+    for theta in (1.0, 4.0):  # x / theta exact either way
+        x = np.tile((RATIOS * theta).astype(F32), (tau + T, 1))
+        _, spikes, mask = if_neuron(x, theta, tau, rule, c)
+        np.testing.assert_array_equal(mask, np.array(GOLDEN_MASKS[rule, c], F32), err_msg=f"theta={theta}")
+        np.testing.assert_array_equal(spikes[:tau].sum(axis=0), spike_count_formula(tau, RATIOS))
+        counts = np.cumsum(spikes[tau:], axis=0)
+        for n in range(1, T + 1):
+            if rule == "burnin":  # v kept: the count goes on from where the pre-simulation left it
+                want = spike_count_formula(tau + n, RATIOS) - spike_count_formula(tau, RATIOS)
+            else:  # v restarts at 0.5: the count restarts
+                want = mask.astype(np.int64) * spike_count_formula(n, RATIOS)
+            np.testing.assert_array_equal(counts[n - 1], want, err_msg=f"n={n}")
+
+
+def test_deadzone_sum_is_the_accumulated_input_over_theta() -> None:
+    # Varying input: (N + v) - 0.5 after tau steps equals sum(x) / theta exactly (dyadic), whatever fired.
+    rng = np.random.default_rng(11)
+    tau = 6
+    x = dyadic(rng, (tau, 200), scale=16, bound=24)
+    v = np.full(200, 0.5, F32)
+    n = np.zeros(200, np.int64)
+    for t in range(tau):
+        s, v = if_step(v, x[t], 1.0)
+        n += s
+    assert n.max() > 0 and (x.sum(axis=0) < 0).any()
+    np.testing.assert_array_equal((n + v.astype(np.float64)) - 0.5, x.astype(np.float64).sum(axis=0))
+    for c in (0.0, 0.0625, 0.125):
+        mask, v_new = end_of_presimulation(v, n, tau, "deadzone", c)
+        np.testing.assert_array_equal(mask, (x.astype(np.float64).sum(axis=0) > c * tau).astype(F32))
+        np.testing.assert_array_equal(v_new, np.full(200, 0.5, F32))
+
+
+def test_rule_masks_are_one_ulp_sharp_at_the_deadzone_boundary() -> None:
+    # N = 0, tau = 4, c = 1/8: the boundary is (N + v) - 0.5 = 0.5, i.e. v = 1 (exact in float32).
+    v = np.array([1.0, np.nextafter(F32(1), F32(2)), np.nextafter(F32(1), F32(0))], F32)
+    mask, _ = end_of_presimulation(v, np.zeros(3), 4, "deadzone", 0.125)
+    np.testing.assert_array_equal(mask, np.array([0, 1, 0], F32))
+
+
+def test_srp_is_the_default_rule_and_unknown_rules_are_refused() -> None:
+    assert RULES[0] == "srp"
+    x = np.tile((RATIOS * 2).astype(F32), (10, 1))
+    for got, want in zip(if_neuron(x, 2.0, 4), if_neuron(x, 2.0, 4, "srp", 0.0)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="rule"):
+        if_neuron(x, 2.0, 4, "release")
+    with pytest.raises(ValueError, match="c must be"):
+        end_of_presimulation(np.zeros(1, F32), np.zeros(1), 4, "deadzone", -0.1)
 
 
 def test_if_neuron_rejects_tau_beyond_the_steps() -> None:
@@ -510,15 +585,18 @@ def test_first_step_logits_equal_ann_with_l1_activations(net: str) -> None:
         np.testing.assert_array_equal(res.masks[s.output], np.ones_like(res.masks[s.output]))
 
 
-def lockstep(graph: Graph, sites: Sequence[RefSite], x: np.ndarray, T: int, tau: int, output: str) -> Any:
+def lockstep(graph: Graph, sites: Sequence[RefSite], x: np.ndarray, T: int, tau: int, output: str,
+             rule: str = "srp", c: float = 0.0) -> Any:
     """Independent oracle: step the whole network in lockstep, one ``run_ann`` per time step.
 
     Each site is replaced by a stateful closure that charges, fires and resets its neurons
-    (``if_step``), applies the mask after pre-simulation, and counts the emitted spikes.
+    (``if_step``), applies the mask after pre-simulation (``end_of_presimulation``, from the
+    spikes it counted there), and counts the emitted spikes.
     """
     v: dict[str, np.ndarray] = {}
     mask: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
+    presim: dict[str, np.ndarray] = {}
     logits = []
     for t in range(tau + T):
 
@@ -529,13 +607,15 @@ def lockstep(graph: Graph, sites: Sequence[RefSite], x: np.ndarray, T: int, tau:
                     v[key] = np.full(current.shape, 0.5, F32)
                     mask[key] = np.ones(current.shape, F32)
                     counts[key] = np.zeros(current.shape, np.int64)
+                    presim[key] = np.zeros(current.shape, np.int64)
                 s, v[key] = if_step(v[key], current, site.theta)
                 emitted = s.astype(F32) * (mask[key] if t >= tau else F32(1))
                 if t >= tau:
                     counts[key] += emitted.astype(np.int64)
+                else:
+                    presim[key] += s
                 if t == tau - 1:
-                    mask[key] = (v[key] > F32(1e-3)).astype(F32)
-                    v[key] = np.full(current.shape, 0.5, F32)
+                    mask[key], v[key] = end_of_presimulation(v[key], presim[key], tau, rule, c)
                 return emitted * F32(site.theta)
 
             return fn
@@ -547,16 +627,17 @@ def lockstep(graph: Graph, sites: Sequence[RefSite], x: np.ndarray, T: int, tau:
 
 
 @pytest.mark.parametrize("net", ["conv", "residual"])
-@pytest.mark.parametrize("tau", [0, 3])
-def test_layer_by_layer_simulation_equals_lockstep_stepping(net: str, tau: int) -> None:
+@pytest.mark.parametrize(("tau", "rule", "c"), [(0, "srp", 0.0), (3, "srp", 0.0), (3, "deadzone", 0.125),
+                                                (4, "both", 0.0625), (3, "burnin", 0.0)])
+def test_layer_by_layer_simulation_equals_lockstep_stepping(net: str, tau: int, rule: str, c: float) -> None:
     # Dyadic weights and inputs: every sum is exact in float32, whatever the order, so spikes agree exactly.
     rng = np.random.default_rng(3)
     model, sites = NETS[net](rng, exact=True)
     graph = from_onnx(model)
     x = net_input(model, rng, exact=True)
     T = 6
-    res = simulate(graph, sites, x, T=T, tau=tau, output="logits")
-    logits, counts, masks = lockstep(graph, sites, x, T, tau, "logits")
+    res = simulate(graph, sites, x, T=T, tau=tau, output="logits", rule=rule, c=c)
+    logits, counts, masks = lockstep(graph, sites, x, T, tau, "logits", rule, c)
     np.testing.assert_array_equal(res.logits, logits)
     for s in sites:
         np.testing.assert_array_equal(res.spikes[s.output], counts[s.output])

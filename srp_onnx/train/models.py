@@ -1,4 +1,4 @@
-"""QCFS networks: VGG-16, ResNet-18/20/34 and a small CNN.
+"""QCFS networks: VGG-16, ResNet-18/20/34, a small ResNet-8 and a small CNN.
 
 Every activation is a :class:`~srp_onnx.train.qcfs.QCFS` and every pooling
 layer is average pooling, so the exported graph converts to an SNN as is.
@@ -23,7 +23,8 @@ VGG-16 (``layer1``..``layer5``: ``[Conv, BN, act, Dropout] * n + pool``)::
     classifier.4.weight  classifier.5.up     Linear 4096 -> 4096, QCFS (Dropout at 6)
     classifier.7.weight  classifier.7.bias   Linear 4096 -> classes
 
-ResNet-18/34 (stem 64 ch) and ResNet-20 (stem 16 ch, stages conv2_x..conv4_x)::
+ResNet-18/34 (stem 64 ch) and ResNet-20 (stem 16 ch, stages conv2_x..conv4_x; ResNet-8 is
+ResNet-20 with one BasicBlock per stage, a residual net small enough to train on a CPU)::
 
     conv1.0.weight  conv1.1.{weight,bias,running_mean,...}  conv1.2.up
     conv2_x.0.residual_function.0.weight        conv 3x3 (no bias)
@@ -50,7 +51,7 @@ from torch import nn
 from srp_onnx.errors import UsageError
 from srp_onnx.train.qcfs import QCFS
 
-ARCHS: tuple[str, ...] = ("cnn", "vgg16", "resnet18", "resnet20", "resnet34")
+ARCHS: tuple[str, ...] = ("cnn", "vgg16", "resnet8", "resnet18", "resnet20", "resnet34")
 
 _VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
                                               (512, 512, 512))
@@ -197,6 +198,10 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+def _resnet8(num_classes: int, L: int, in_channels: int, image_size: int, dropout: float) -> nn.Module:
+    return ResNet((1, 1, 1), (16, 32, 64), num_classes, L, in_channels)
+
+
 def _resnet18(num_classes: int, L: int, in_channels: int, image_size: int, dropout: float) -> nn.Module:
     return ResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, L, in_channels)
 
@@ -220,6 +225,7 @@ def _cnn(num_classes: int, L: int, in_channels: int, image_size: int, dropout: f
 _BUILDERS: dict[str, Callable[[int, int, int, int, float], nn.Module]] = {
     "cnn": _cnn,
     "vgg16": _vgg16,
+    "resnet8": _resnet8,
     "resnet18": _resnet18,
     "resnet20": _resnet20,
     "resnet34": _resnet34,

@@ -213,6 +213,28 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
     return choice
 
 
+def _auto_method(loaded, data: str, T: int, criterion: str | None, target: int | None, budget: int | None,
+                 batch_size: int, device: str, overrides: dict, test_data: str, limit: int):
+    """``--method auto``: choose rule and tau on the calibration split of ``data``; print what it saw (stderr)."""
+    from srp_onnx.evaluate import choose_method
+    from srp_onnx.pipeline import model_batches, open_data
+
+    if str(data).endswith(".npz") and Path(data).resolve() == Path(test_data).resolve():
+        raise UsageError(f"--method auto: '{data}' is the evaluation data (--data), an .npz with a single split, so "
+                         "the rule would be tuned on the test images. Give other data with --tau-data.")
+    if criterion is None:
+        criterion = "target" if target else "budget" if budget else "safe"
+    if criterion == "target" and not target:
+        raise click.BadParameter("the target criterion needs --tau-target T.", param_hint="--method-criterion")
+    if criterion == "budget" and not budget:
+        raise click.BadParameter("the budget criterion needs --latency-budget N.", param_hint="--method-criterion")
+    ds = open_data(data, loaded, split="calib", limit=limit, overrides=overrides)
+    choice = choose_method(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), T=T,
+                           criterion=criterion, target=target, budget=budget, device=device)
+    click.echo(choice.format(), err=True)
+    return choice
+
+
 def _note_text(note) -> str:
     """A note as the CLI says it: the library's text, plus the option that caused it where one did."""
     from srp_onnx.notes import NoteKind
@@ -339,12 +361,23 @@ def inspect(model: str, maxpool: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results here.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of accuracy vs time step.")
 @click.option("--top5", is_flag=True, help="Print top-5 accuracy too.")
+@click.option("--method", "method", metavar="RULE|auto", default=None,
+              help="Neuron rule at the end of the pre-simulation (srp, or another of docs/srp-algorithm.md 3a), "
+                   "shown as the last row; 'auto' chooses rule and tau on the calibration split of --tau-data "
+                   "(default --data).")
+@click.option("--dead-zone", "dead_zone", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Level c of the deadzone/both rules, in units of theta (e.g. 1/(2L) = 0.125 for L = 4).")
+@click.option("--method-criterion", type=click.Choice(["safe", "margin", "target", "budget"]), default=None,
+              help="How --method auto chooses: safe (default: never more than 2 calibration images below tau = 0 "
+                   "at any t, then best mean accuracy), margin (best worst-case margin over tau = 0), target "
+                   "(best at t = --tau-target), budget (best at tau + t = --latency-budget).")
 @convert_options
 @preprocessing_options
 @data_options
 @ray_options
 def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: bool, json_out: str | None,
-             plot: str | None, top5: bool, tau: str | None, tau_data: str | None, tau_target: int | None,
+             plot: str | None, top5: bool, method: str | None, dead_zone: float | None,
+             method_criterion: str | None, tau: str | None, tau_data: str | None, tau_target: int | None,
              latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
              percentile: float, per_channel: bool, maxpool: str, batch_size: int, limit: int | None,
              device: str, ray_address: str | None, workers: int | None, **pre: Any) -> None:
@@ -357,6 +390,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     if not 1 <= T <= MAX_T:
         raise click.BadParameter(f"{T}: the number of time steps must be 1 to {MAX_T}.", param_hint="--T")
     tau_v = _parse_tau(tau)
+    if method == "auto" and tau_v == "auto":
+        raise click.BadParameter("--method auto chooses tau too; leave out --tau auto.", param_hint="--method")
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     check_outputs({"--json": json_out, "--plot": plot},
                   {"the model": model, "--data": _paths(data), "--ann": ann, "--calib": _paths(calib),
@@ -377,6 +412,15 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         choice = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device, pre,
                            test_data=data, cluster=cluster)
         tau_v = choice.tau
+    chosen, method_choice = None, None
+    if method == "auto":
+        method_choice = _auto_method(loaded, tau_data or data, T, method_criterion, tau_target, latency_budget,
+                                     batch_size, device, pre, test_data=data, limit=calib_limit)
+        chosen = (method_choice.method, method_choice.tau)
+    elif method is not None:
+        from srp_onnx.neuron import Method
+
+        chosen = (Method(method, dead_zone or 0.0), tau_v if isinstance(tau_v, int) else _default_tau(loaded))
     ds = open_data(data, loaded, limit=limit, overrides=pre)
     if ds.preprocessed:
         warn_ignored(PREPROCESSING, f"'{data}' holds float model input, which is used as it is")
@@ -384,7 +428,7 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
                 "preprocessing": ("none: the .npz holds float model input, used as it is" if ds.preprocessed
                                   else json.loads(ds.preprocessing.to_json()))}
     how = dict(T=T, tau=tau_v if isinstance(tau_v, int) else None, ann=anns, compare_baseline=compare_baseline,
-               settings=settings)
+               chosen=chosen, chosen_label="auto" if method_choice is not None else "", settings=settings)
     if cluster is not None:
         report = cluster.evaluate(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape, limit), **how)
     else:
@@ -392,6 +436,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
                           device=device, **how)
     if choice is not None:
         report.settings["tau_auto"] = choice.to_json()
+    if method_choice is not None:
+        report.settings["method_auto"] = method_choice.to_json()
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(report.to_json(), indent=2))
     if plot:

@@ -24,7 +24,7 @@ from srp_onnx.fileformat import IR_VERSION, META
 from srp_onnx.graph import Graph, Node, ValueInfo, from_onnx, to_onnx
 from srp_onnx.io import write_bytes
 from srp_onnx.load import file_sha256, load_model
-from srp_onnx.neuron import MAX_TAU, emit_neuron, if_function, is_neuron
+from srp_onnx.neuron import MAX_TAU, SRP, Method, emit_neuron, if_function, is_neuron
 from srp_onnx.notes import Note, NoteKind
 from srp_onnx.passes import PassContext, normalize
 from srp_onnx.passes.batch import make_batch_dynamic
@@ -41,6 +41,7 @@ class ConvertOptions:
     percentile: float = 99.99
     calib_rule: str = "percentile"  # "percentile" | "max"
     per_channel: bool = False
+    method: Method = SRP  # the neuron rule at the end of the pre-simulation (neuron.RULES)
 
     def validate(self) -> None:
         if not 0 <= self.tau <= MAX_TAU:
@@ -177,7 +178,7 @@ def probe_shapes(p: Plan) -> None:
         s.shape = tuple(int(d) for d in s1[1:])
 
 
-def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
+def emit_step_graph(p: Plan, tau: int, method: Method = SRP) -> onnx.ModelProto:
     """The spiking step graph for a plan whose sites all have thresholds (fileformat.py says what it holds)."""
     g = copy.deepcopy(p.graph)
     drop = {n for s in p.sites for n in s.nodes}
@@ -197,7 +198,7 @@ def emit_step_graph(p: Plan, tau: int) -> onnx.ModelProto:
     g.metadata.update(fileformat.file_metadata(
         version=__version__, tau=tau, sites=p.sites, input=p.input.name, logits=p.logits,
         source=os.fsencode(Path(p.source).name).decode("utf-8", "replace"),  # a non-UTF-8 name too
-        source_sha256=p.source_sha256, notes=p.notes))
+        source_sha256=p.source_sha256, notes=p.notes, method=method))
     model = to_onnx(g, ir_version=IR_VERSION, functions=[if_function(g.opset)])
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -218,7 +219,7 @@ def convert(path: str | os.PathLike[str], options: ConvertOptions | None = None,
             raise UsageError(f"'{path}': ReLU layers {names} have no upper bound to use as threshold. "
                              "Give calibration data (an .npz, a dataset folder, mnist, digits).", param="calib")
         calib(p)
-    return emit_step_graph(p, options.tau), p
+    return emit_step_graph(p, options.tau, options.method), p
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:

@@ -248,9 +248,10 @@ class Cluster:
 
     def evaluate(self, snn: onnx.ModelProto, source: DataSource, *, T: int, tau: int | None = None,
                  ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None, compare_baseline: bool = False,
-                 settings: dict | None = None) -> EvalReport:
+                 chosen: tuple | None = None, chosen_label: str = "", settings: dict | None = None) -> EvalReport:
         """evaluate.evaluate over the workers: the same report, plus its ``distributed`` block."""
-        make = functools.partial(Evaluator, snn, T=T, tau=tau, ann=ann, compare_baseline=compare_baseline)
+        make = functools.partial(Evaluator, snn, T=T, tau=tau, ann=ann, compare_baseline=compare_baseline,
+                                 chosen=chosen, chosen_label=chosen_label)
         counts, block = self._run(make, source, "eval")
         providers = sorted({w["device"] for w in block["workers"] if w["images"]})
         return build_report(counts, compare_baseline=compare_baseline, device=self.device,

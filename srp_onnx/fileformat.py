@@ -9,7 +9,9 @@ time step of the SNN:
   function of that name; the node's inputs ``(x, v, mask, theta)`` and outputs
   ``(y, v_next)`` name the layer's tensors;
 * ``metadata_props`` (keys below, prefix ``srp_onnx.``): ``format_version``,
-  ``version`` (of srp-onnx), ``tau`` (default pre-simulation length), ``layers``
+  ``version`` (of srp-onnx), ``tau`` (default pre-simulation length), ``method``
+  (JSON ``{"rule": ..., "c": ...}``: the neuron rule applied at the end of the
+  pre-simulation, neuron.Method; absent means SRP), ``layers
   (JSON list of layer records: sites.Site), ``input``, ``logits``, ``source``,
   ``source_sha256``, ``notes`` (JSON list of notes.Note), plus what the source model
   carried (``preprocessing``, ``dataset``, ... from ``srp-onnx train``).
@@ -28,7 +30,7 @@ from typing import Any
 import onnx
 
 from srp_onnx.errors import ModelError, quote, safe
-from srp_onnx.neuron import MAX_TAU, NeuronState, is_neuron
+from srp_onnx.neuron import MAX_TAU, SRP, Method, NeuronState, is_neuron
 from srp_onnx.notes import Note
 from srp_onnx.sites import Site
 
@@ -43,6 +45,7 @@ class Key:
     FORMAT_VERSION = f"{META}format_version"
     VERSION = f"{META}version"
     TAU = f"{META}tau"
+    METHOD = f"{META}method"
     LAYERS = f"{META}layers"
     INPUT = f"{META}input"
     LOGITS = f"{META}logits"
@@ -63,6 +66,7 @@ class Layer:
 class SpikingFile:
     layers: list[Layer]
     tau: int
+    method: Method
     input: str
     logits: str
     notes: list[Note]
@@ -89,7 +93,7 @@ def describe(meta: dict[str, str]) -> dict[str, Any]:
 
 
 def file_metadata(*, version: str, tau: int, sites: list[Site], input: str, logits: str, source: str,
-                  source_sha256: str, notes: list[Note]) -> dict[str, str]:
+                  source_sha256: str, notes: list[Note], method: Method = SRP) -> dict[str, str]:
     """The ``srp_onnx.*`` entries of a file being written."""
     from srp_onnx.sites import sites_to_json
 
@@ -97,6 +101,7 @@ def file_metadata(*, version: str, tau: int, sites: list[Site], input: str, logi
         Key.FORMAT_VERSION: str(FORMAT_VERSION),
         Key.VERSION: version,
         Key.TAU: str(check_tau(tau)),
+        Key.METHOD: json.dumps(method.to_json()),
         Key.LAYERS: sites_to_json(sites),
         Key.INPUT: input,
         Key.LOGITS: logits,
@@ -116,6 +121,15 @@ def set_default_tau(model: onnx.ModelProto, tau: int) -> None:
     for m in model.metadata_props:
         if m.key == Key.TAU:
             m.value = str(check_tau(tau))
+
+
+def set_method(model: onnx.ModelProto, method: Method) -> None:
+    """Record ``method`` as the model's neuron rule (``auto`` chose it after conversion)."""
+    for m in model.metadata_props:
+        if m.key == Key.METHOD:
+            m.value = json.dumps(method.to_json())
+            return
+    model.metadata_props.add(key=Key.METHOD, value=json.dumps(method.to_json()))
 
 
 def _json(meta: dict[str, str], key: str, where: str) -> Any:
@@ -182,4 +196,8 @@ def read(model: onnx.ModelProto, where: str = "the model") -> SpikingFile:
     if nodes:
         raise ModelError(f"{where}: {len(nodes)} IF node(s) have no layer record; the file is damaged. Convert "
                          "the ANN again.")
-    return SpikingFile(layers, tau, inp, logits, notes, meta)
+    text = meta.get(Key.METHOD)
+    if text is not None and len(text) > 200:
+        raise ModelError(f"{where}: metadata '{Key.METHOD}' is too long; the file is damaged. Convert the ANN again.")
+    method = SRP if text is None else Method.from_json(text, where)
+    return SpikingFile(layers, tau, method, inp, logits, notes, meta)

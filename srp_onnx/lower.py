@@ -50,7 +50,7 @@ from onnx import TensorProto
 from srp_onnx import schedule
 from srp_onnx.fileformat import Layer
 from srp_onnx.graph import Graph, Node, ValueInfo
-from srp_onnx.neuron import MASK_EPS, V_INIT, NeuronState, emit_fast_neuron, is_neuron, reset_nodes
+from srp_onnx.neuron import SRP, V_INIT, Method, NeuronState, emit_fast_neuron, is_neuron, presim_end_nodes
 from srp_onnx.sites import Site
 
 # Weight layers: (weight slot, bias slot or None). Their output scale is free.
@@ -91,6 +91,27 @@ class StepGraphs:
     states: list[NeuronState]  # per layer, in layer order: its membrane in ``step`` (``v`` in, ``v_next`` out)
     spikes: list[str]  # per layer: its 0/1 spike tensor in ``step`` (an output when recorded)
     consts: dict[str, np.ndarray]
+
+
+def counting_step(sg: StepGraphs) -> tuple[Graph, list[str], list[str]]:
+    """The step graph that also counts spikes, for the pre-simulation of a rule that reads N.
+
+    Per layer an extra input ``n`` and output ``n_next = n + s``; everything else is ``sg.step``.
+    Returns ``(graph, n inputs, n_next outputs)``, per layer in layer order.
+    """
+    g = dataclasses.replace(sg.step, nodes=list(sg.step.nodes), inputs=list(sg.step.inputs),
+                            outputs=list(sg.step.outputs))
+    n_in, n_out = [], []
+    for k, (st, spikes) in enumerate(zip(sg.states, sg.spikes)):
+        n, n_next = f"srp__layer{k}__n", f"srp__layer{k}__n_next"
+        g.nodes.append(Node("Add", [n, spikes], [n_next], name=f"srp__layer{k}__count"))
+        shape = next((v.shape for v in sg.step.inputs if v.name == st.v), None)
+        g.inputs.append(ValueInfo(n, shape))
+        g.outputs.append(ValueInfo(n_next, shape))
+        n_in.append(n)
+        n_out.append(n_next)
+    g.name = "srp_step_counting"
+    return g, n_in, n_out
 
 
 def strip_neurons(g: Graph, layers: list[Layer]) -> None:
@@ -346,16 +367,17 @@ def _elem_type(g: Graph, name: str) -> int:
 class _Unroller:
     """A :class:`schedule.Simulator` that writes each step's nodes into one graph instead of running them."""
 
-    def __init__(self, sg: StepGraphs, layers: list[Site], logits: str, g: Graph, record_spikes: bool):
+    def __init__(self, sg: StepGraphs, layers: list[Site], logits: str, g: Graph, record_spikes: bool,
+                 method: Method, tau: int):
         self.sg, self.layers, self.logits, self.g, self.record_spikes = sg, layers, logits, g, record_spikes
+        self.method, self.tau = method, tau
         self.keep = set(sg.static) | set(sg.consts)
         self.v: list[str] = []
         self.step_logits: list[str] = []
         self.counts: list[list[str]] = [[] for _ in layers]
+        self.presim_counts: list[list[str]] = [[] for _ in layers]  # per layer: spikes of each pre-simulation step
         self.t = 0
         g.add_const("srp__v_init", np.array(V_INIT, np.float32))
-        g.add_const("srp__v_dead", np.array(-np.inf, np.float32))
-        g.add_const("srp__mask_eps", np.array(MASK_EPS, np.float32))
         g.add_const("srp__axis0", np.array([0], np.int64))
 
     def start(self) -> None:  # v = 0.5, shaped [B, *layer shape]
@@ -389,17 +411,34 @@ class _Unroller:
             self.step_logits.append(u)
             for c, spikes in zip(self.counts, sg.spikes):
                 c.append(ren[spikes])
+        elif self.method.spec.counts:
+            for c, spikes in zip(self.presim_counts, sg.spikes):
+                c.append(ren[spikes])
         self.t += 1
 
-    def end_presim(self) -> None:  # v = 0.5 if v > 1e-3 else -inf
+    def end_presim(self) -> None:  # the method's rule; SRP: v = 0.5 if v > 1e-3 else -inf
+        g = self.g
+
+        made: dict[str, str] = {"v_init": "srp__v_init"}
+
+        def const(name: str, value: float) -> str:
+            if name not in made:
+                made[name] = g.add_const(f"srp__{name}", np.array(value, np.float32))
+            return made[name]
+
         for k, v in enumerate(self.v):
+            n = None
+            if self.method.spec.counts:
+                n = f"srp__layer{k}__presim_count"
+                g.nodes.append(Node("Sum", self.presim_counts[k], [n], name=f"srp__layer{k}__presim_count"))
             vr = f"srp__layer{k}__v_reset"
-            self.g.nodes += reset_nodes(v, vr, "srp__mask_eps", "srp__v_init", "srp__v_dead", f"srp__layer{k}")
+            g.nodes += presim_end_nodes(self.method, self.tau, v, n, vr, f"srp__layer{k}", const)
             self.v[k] = vr
 
 
 def unroll(sg: StepGraphs, layers: list[Site], logits: str, tau: int, T: int, *,
-           record_spikes: bool = False, batch: int | None = None) -> tuple[Graph, str, list[str]]:
+           record_spikes: bool = False, batch: int | None = None,
+           method: Method = SRP) -> tuple[Graph, str, list[str]]:
     """One graph for tau + T steps (module docstring, case 4), written by the one schedule.
 
     Input: the network input only (``batch`` fixes its first dimension). The membranes start
@@ -416,7 +455,7 @@ def unroll(sg: StepGraphs, layers: list[Site], logits: str, tau: int, T: int, *,
         g.inputs = [dataclasses.replace(v) for v in sg.step.inputs if v.name in sg.static]
     if batch is not None:
         g.inputs[0].shape = (batch, *(g.inputs[0].shape or ())[1:])
-    u = _Unroller(sg, layers, logits, g, record_spikes)
+    u = _Unroller(sg, layers, logits, g, record_spikes, method, tau)
     schedule.run(u, tau, T)
     out = "srp__logits_seq"
     g.nodes.append(Node("Concat", u.step_logits, [out], {"axis": 0}, name="srp_unroll__logits"))

@@ -14,6 +14,15 @@ steps mask stays 1 (outputs unmasked). Right after step tau the reset sets
 mask = [v > 1e-3] and v = 0.5 for every layer; the T steps after it use that
 mask. The order of these phases is written once, in schedule.py.
 
+That reset is SRP's *rule*; :data:`RULES` is the table of the rules a converted
+model can use instead (srp-algorithm.md section 3a), each a :class:`Rule`: which
+neurons stay active (``keep``, from the membrane ``v`` after step tau and, for the
+rules that need it, ``N``, the spikes each neuron fired in the tau steps) and
+whether the survivors restart at 0.5 or keep their membrane. A model's choice is a
+:class:`Method` (rule name and dead-zone level ``c``), recorded in its metadata.
+Adding a rule is one entry in :data:`RULES` (plus its oracle in tests/reference.py
+and its tests); the runtime, the unrolled graph and the file format read the table.
+
 Two forms.
 
 * **Saved** (:func:`emit_neuron`): every neuron layer of the spiking file is ONE
@@ -36,11 +45,14 @@ Two forms.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from srp_onnx.errors import ModelError, UsageError
 from srp_onnx.graph import Graph, Node, ValueInfo
 
 # Bounds on the simulation length (reviewed: every run is linear in tau + T, and the runtime keeps
@@ -152,19 +164,149 @@ def init_graph(states: list[NeuronState], opset: int = 17, ir_version: int = 10)
     return _state_graph("srp_init", states, body, opset, ir_version)
 
 
-def reset_nodes(v: str, v_next: str, eps: str, v_init: str, v_dead: str, tag: str) -> list[Node]:
-    """The SRP reset of one layer in the executed form: ``v_next = v_init if v > eps else v_dead``."""
-    keep = f"{tag}__keep"
-    return [Node("Greater", [v, eps], [keep], name=f"{tag}__srp_mask"),
-            Node("Where", [keep, v_init, v_dead], [v_next], name=f"{tag}__srp_reset")]
+# -- the rules at the end of the pre-simulation (srp-algorithm.md section 3a) ---------------------------------
+
+# A keep test writes nodes through ``emit(op, inputs) -> output name`` and reads scalars through
+# ``const(name, value) -> tensor name``; ``v``: the membrane after step tau, ``n``: the spikes fired in
+# the tau steps (float32; only for rules with ``counts``), ``level``: c * tau, rounded once to float32.
+Emit = Callable[[str, list[str]], str]
+Const = Callable[[str, float], str]
+KeepTest = Callable[[Emit, Const, str, "str | None", float], str]
 
 
-def reset_graph(states: list[NeuronState], opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
-    """The SRP step after pre-simulation, for all layers: ``v_next = 0.5 if v > 1e-3 else -inf``.
+def _residual(emit: Emit, const: Const, v: str, n: str | None, level: float) -> str:
+    """SRP: ``v > 1e-3`` (a positive residual membrane potential)."""
+    return emit("Greater", [v, const("mask_eps", MASK_EPS)])
+
+
+def _deadzone(emit: Emit, const: Const, v: str, n: str | None, level: float) -> str:
+    """``(N + v) - 0.5 > c * tau``: the input summed over the pre-simulation, over theta, above c * tau."""
+    assert n is not None
+    total = emit("Sub", [emit("Add", [n, v]), const("v_init", V_INIT)])
+    return emit("Greater", [total, const("deadzone_level", level)])
+
+
+def _both(emit: Emit, const: Const, v: str, n: str | None, level: float) -> str:
+    return emit("And", [_residual(emit, const, v, n, level), _deadzone(emit, const, v, n, level)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What every neuron does right after the tau pre-simulation steps.
+
+    ``keep``: the test a neuron must pass to stay active (None: every neuron does);
+    ``counts``: the test reads N, the pre-simulation spike count (extra state during the
+    pre-simulation only); ``restart``: survivors restart at v = 0.5 (else keep their v).
+    The counted steps are the same for every rule: a silenced neuron sits at v = -inf.
+    """
+
+    name: str
+    keep: KeepTest | None
+    counts: bool
+    restart: bool
+    summary: str
+
+
+RULES: dict[str, Rule] = {rule.name: rule for rule in (
+    Rule("srp", _residual, False, True, "SRP (the paper): mask = [v > 1e-3], v = 0.5"),
+    Rule("deadzone", _deadzone, True, True, "mask = [(N + v) - 0.5 > c * tau] (mean input over theta above c), "
+                                            "v = 0.5"),
+    Rule("both", _both, True, True, "mask = [v > 1e-3] and [(N + v) - 0.5 > c * tau], v = 0.5"),
+    Rule("burnin", None, False, False, "no mask, v kept: the pre-simulation only warms the network up"),
+)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A model's neuron rule: a name of :data:`RULES` and the dead-zone level ``c`` (units of theta)."""
+
+    rule: str = "srp"
+    c: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise UsageError(f"neuron rule {self.rule!r}: choose one of {', '.join(RULES)}.")
+        if not (isinstance(self.c, int | float) and 0 <= self.c < 1):
+            raise UsageError(f"dead-zone level c = {self.c!r}: must be a number in [0, 1) (units of theta).")
+        if self.c and not RULES[self.rule].counts:
+            raise UsageError(f"neuron rule {self.rule!r} takes no dead-zone level; c must be 0.")
+
+    @property
+    def spec(self) -> Rule:
+        return RULES[self.rule]
+
+    def label(self) -> str:
+        return self.rule if not self.spec.counts else f"{self.rule} c={self.c:.4g}"
+
+    def level(self, tau: int) -> float:
+        """c * tau in float32, the dead-zone threshold on ``(N + v) - 0.5``."""
+        return float(np.float32(self.c * tau))
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "c": self.c}
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "the model") -> Method:
+        try:
+            d = json.loads(text)
+            method = cls(str(d["rule"]), float(d.get("c", 0.0)))
+        except (ValueError, TypeError, KeyError, UsageError, RecursionError):
+            raise ModelError(f"{where}: its neuron rule record is malformed; the file is damaged. Convert the ANN "
+                             "again.") from None
+        return method
+
+
+SRP = Method()
+
+
+def presim_end_nodes(method: Method, tau: int, v: str, n: str | None, v_next: str, tag: str,
+                     const: Const) -> list[Node]:
+    """One layer's end of the pre-simulation in the executed form (the mask lives in the membrane).
+
+    ``v_next = (0.5 if restart else v) if keep else -inf``; ``n`` (the spike count) only
+    for rules that count. Constants come from ``const(name, value)``.
+    """
+    rule = method.spec
+    nodes: list[Node] = []
+
+    def emit(op: str, inputs: list[str]) -> str:
+        out = f"{tag}__{rule.name}_{len(nodes)}"
+        nodes.append(Node(op, inputs, [out], name=out))
+        return out
+
+    survivor = const("v_init", V_INIT) if rule.restart else v
+    if rule.keep is None:
+        nodes.append(Node("Identity", [survivor], [v_next], name=f"{tag}__{rule.name}_reset"))
+        return nodes
+    keep = rule.keep(emit, const, v, n, method.level(tau))
+    nodes.append(Node("Where", [keep, survivor, const("v_dead", -np.inf)], [v_next], name=f"{tag}__{rule.name}_reset"))
+    return nodes
+
+
+def reset_graph(states: list[NeuronState], method: Method = SRP, tau: int = 1, counts: list[str] | None = None,
+                opset: int = 17, ir_version: int = 10) -> onnx.ModelProto:
+    """The end of the pre-simulation for all layers; SRP: ``v_next = 0.5 if v > 1e-3 else -inf``.
 
     The mask lives in the membrane: a silenced neuron (mask 0) is a dead one, ``v = -inf``.
+    ``counts``: per layer, the name of its pre-simulation spike count input (rules that count).
     """
-    def body(tag: str, v: str, v_next: str) -> list[onnx.NodeProto]:
-        return [helper.make_node(n.op, n.inputs, n.outputs, name=n.name)
-                for n in reset_nodes(v, v_next, "mask_eps", "v_init", "v_dead", tag)]
-    return _state_graph("srp_reset", states, body, opset, ir_version)
+    extra: dict[str, float] = {}
+
+    def const(name: str, value: float) -> str:
+        extra[name] = value
+        return name
+
+    nodes, inputs, outputs = [], [], []
+    for k, st in enumerate(states):
+        n = counts[k] if counts is not None else None
+        inputs.append(helper.make_tensor_value_info(st.v, TensorProto.FLOAT, None))
+        if n is not None:
+            inputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+        outputs.append(helper.make_tensor_value_info(st.v_next, TensorProto.FLOAT, None))
+        nodes += [helper.make_node(x.op, x.inputs, x.outputs, name=x.name)
+                  for x in presim_end_nodes(method, tau, st.v, n, st.v_next, f"layer{k}", const)]
+    inits = [helper.make_tensor(k, TensorProto.FLOAT, [], [v]) for k, v in extra.items()]
+    g = helper.make_graph(nodes, f"srp_reset_{method.rule}", inputs, outputs, inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="srp-onnx")
+    model.ir_version = ir_version
+    return model

@@ -7,7 +7,7 @@ mask kept in the membrane as ``v = -inf``, the input-only head split off), then:
     schedule.run(...)              # the one schedule (schedule.py), with
       start:      v = 0.5          #   the init graph
       step:       logits_t, v = step(head, v)   # the step graph, v updated in place
-      end_presim: v = reset(v)     #   SRP: v = 0.5 if v > 1e-3 else -inf
+      end_presim: v = reset(v)     #   the method's rule; SRP: v = 0.5 if v > 1e-3 else -inf
 
 The membranes live in OrtValues on the execution device, bound once per batch size with
 IOBinding (the same buffer as input and output of every graph), so they never travel
@@ -34,8 +34,8 @@ import onnx
 
 from srp_onnx import fileformat, ort, schedule
 from srp_onnx.errors import ModelError, UsageError
-from srp_onnx.lower import LowerOptions, lower
-from srp_onnx.neuron import MAX_T, MAX_TAU, init_graph, reset_graph
+from srp_onnx.lower import LowerOptions, counting_step, lower
+from srp_onnx.neuron import MAX_T, MAX_TAU, Method, init_graph, reset_graph
 from srp_onnx.ort import Providers, cpu_session, select_providers
 from srp_onnx.sites import Site
 
@@ -69,7 +69,7 @@ class SpikingModel:
     def __init__(self, model: onnx.ModelProto | str | os.PathLike[str], *, device: str = "auto",
                  mode: str = "step", cuda_graph: bool = False, threads: int | None = None,
                  record_spikes: bool = False, record: tuple[str, ...] = (),
-                 lowering: LowerOptions = LowerOptions(), profile: str | None = None):
+                 lowering: LowerOptions = LowerOptions(), profile: str | None = None, method: Method | None = None):
         from srp_onnx.graph import from_onnx
 
         if mode not in MODES:
@@ -86,6 +86,9 @@ class SpikingModel:
         self.metadata = sf.metadata
         self.notes = sf.notes
         self.default_tau = sf.tau
+        # The neuron rule simulated by default (the file's unless given); simulate(method=...) overrides it.
+        self.method = sf.method if method is None else method
+        self._dropped = False  # the lowered weights were handed to onnxruntime: no session can be made later
         self.input_name = sf.input
         self.logits_name = sf.logits
         self.record_spikes = record_spikes
@@ -118,20 +121,24 @@ class SpikingModel:
         gc.collect()  # the proto and the replaced weight arrays go now, before onnxruntime copies the rest
         self._weights: dict[str, Any] = {}  # const name -> CPU OrtValue over the lowered array
         self.head = self.session = None
-        self.init = self.reset = None
+        self.init = None
+        self._resets: dict[tuple[Method, int], Any] = {}  # (method, tau) -> its end-of-pre-simulation session
+        self._counting: tuple[Any, list[str], list[str]] | None = None  # step that counts spikes, made on demand
         if mode == "step":
             self.init = self._session(init_graph(self.graphs.states), small=True)
-            self.reset = self._session(reset_graph(self.graphs.states), small=True)
             if self.graphs.head is not None:
                 self._static_shapes()
                 self.head = self._session(self.graphs.head)
             self.session = self._session(self.graphs.step)
+            if self.method.spec.counts:
+                self.counting()
             if ort.copies_external_initializers():  # then our arrays are a second copy: let them go
                 self._weights.clear()
                 for g in (self.graphs.head, self.graphs.step):
                     if g is not None:
                         g.consts = {k: v for k, v in g.consts.items() if v.nbytes < _INLINE_BYTES}
                 self.graphs.consts = self.graphs.step.consts
+                self._dropped = True
         self._buffers: dict[int, _Buffers] = {}
         self._unrolled: dict[tuple[int, ...], _Unrolled] = {}
 
@@ -258,7 +265,7 @@ class SpikingModel:
             buf.logits = self._empty((B, *self._logits_shape))
         if self.record_spikes:
             buf.spikes = [self._empty((B, *s.shape)) for s in self.layers]
-        for sess, kind in ((self.init, "init"), (self.reset, "reset"), (self.session, "step")):
+        for sess, kind in ((self.init, "init"), (self.session, "step")):
             io = sess.io_binding()
             for st, v in zip(states, state):
                 io.bind_ortvalue_input(st.v, v)
@@ -295,16 +302,38 @@ class SpikingModel:
                              f"{tuple(self.input_shape)}.")
         return x, tau
 
-    def simulate(self, x: np.ndarray, T: int, tau: int | None = None, *, on_step: OnStep | None = None
-                 ) -> SimResult:
+    def reset_session(self, method: Method, tau: int) -> Any:
+        """The end of the pre-simulation under ``method`` for all layers (one small session per method, tau)."""
+        key = (method, tau)
+        if key not in self._resets:
+            counts = self.counting()[1] if method.spec.counts else None
+            self._resets[key] = self._session(reset_graph(self.graphs.states, method, tau, counts), small=True)
+        return self._resets[key]
+
+    def counting(self) -> tuple[Any, list[str], list[str]]:
+        """The step graph that also counts spikes (pre-simulation of a rule that reads N): session, n, n_next."""
+        if self._counting is None:
+            if self._dropped:
+                raise UsageError("this SpikingModel was made for a rule that counts no spikes; make one with "
+                                 "method=<the counting rule> to simulate rules that read the spike count.")
+            g, n_in, n_out = counting_step(self.graphs)
+            self._counting = (self._session(g), n_in, n_out)
+        return self._counting
+
+    def simulate(self, x: np.ndarray, T: int, tau: int | None = None, *, on_step: OnStep | None = None,
+                 method: Method | None = None) -> SimResult:
         """Run tau + T steps on one batch; return each of the T post-pre-simulation steps' logits.
 
         ``on_step(step, counted, recorded)`` is called after every step (pre-simulation
         included) with the tensors named in ``record``, as numpy arrays valid during the call.
+        ``method``: the neuron rule at the end of the pre-simulation (default: the file's).
         """
         x, tau = self._check(x, T, tau)
+        method = self.method if method is None else method
+        if on_step is not None and method.spec.counts and tau > 0:
+            raise UsageError(f"recording at every step is not available with the '{method.rule}' rule.")
         if self.mode == "unrolled":
-            return self._simulate_unrolled(x, T, tau)
+            return self._simulate_unrolled(x, T, tau, method)
         buf = self._state_buffers(x.shape[0])
         xv = self._ortvalue(x)
         static = {self.input_name: xv}
@@ -318,22 +347,22 @@ class SpikingModel:
             static.update(zip(outs, io.get_outputs()))
         for name in self.graphs.static:
             buf.step.bind_ortvalue_input(name, static[name])
-        run = _StepRun(self, buf, T, on_step)
+        run = _StepRun(self, buf, T, on_step, method, tau, static)
         schedule.run(run, tau, T)
         return run.result()
 
-    def _simulate_unrolled(self, x: np.ndarray, T: int, tau: int) -> SimResult:
+    def _simulate_unrolled(self, x: np.ndarray, T: int, tau: int, method: Method) -> SimResult:
         from srp_onnx.lower import unroll
 
         B = x.shape[0]
-        key = (tau, T, B) if self.cuda_graph else (tau, T)
+        key = (tau, T, method, B) if self.cuda_graph else (tau, T, method)
         entry = self._unrolled.get(key)
         if entry is None:
             if len(self._unrolled) >= 2:  # each session holds its own pre-packed weights: keep two at most
                 self._unrolled.pop(next(iter(self._unrolled)))
             g, out_name, count_names = unroll(self.graphs, self.layers, self.logits_name, tau, T,
                                               record_spikes=self.record_spikes,
-                                              batch=B if self.cuda_graph else None)
+                                              batch=B if self.cuda_graph else None, method=method)
             providers = ([("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
                          if self.cuda_graph and self.device == "cuda" else None)
             entry = _Unrolled(self._session(g, providers=providers), out_name, count_names)
@@ -378,7 +407,6 @@ class _Buffers:
     B: int
     state: list[Any]  # per layer: its membranes [B, ...] (OrtValues on the device), updated in place
     init: Any = None  # IOBinding: v = 0.5
-    reset: Any = None  # IOBinding: the SRP reset after pre-simulation
     step: Any = None  # IOBinding: one time step
     logits: Any = None
     spikes: list[Any] = dataclasses.field(default_factory=list)
@@ -398,8 +426,28 @@ class _Unrolled:
 class _StepRun:
     """Step mode as a :class:`schedule.Simulator`: the sessions run, the recordings are kept."""
 
-    def __init__(self, model: SpikingModel, buf: _Buffers, T: int, on_step: OnStep | None):
+    def __init__(self, model: SpikingModel, buf: _Buffers, T: int, on_step: OnStep | None, method: Method,
+                 tau: int, static: dict[str, Any]):
         self.m, self.buf, self.on_step, self.t = model, buf, on_step, 0
+        self.method, self.tau = method, tau
+        self.counts: list[Any] = []  # rules that read N: each layer's pre-simulation spike count, on the device
+        self.counting = None  # their IOBinding of the counting step
+        if method.spec.counts and tau > 0:
+            sess, n_in, n_out = model.counting()
+            io = sess.io_binding()
+            for st, v in zip(model.graphs.states, buf.state):
+                io.bind_ortvalue_input(st.v, v)
+                io.bind_ortvalue_output(st.v_next, v)
+            self.counts = [model._ortvalue(np.zeros((buf.B, *s.shape), np.float32)) for s in model.layers]
+            for n, n_next, c in zip(n_in, n_out, self.counts):
+                io.bind_ortvalue_input(n, c)
+                io.bind_ortvalue_output(n_next, c)  # n_next = n + s: elementwise, safe in place
+            for name in model.graphs.static:
+                io.bind_ortvalue_input(name, static[name])
+            for o in sess.get_outputs():
+                if o.name not in {*n_out, *(st.v_next for st in model.graphs.states)}:
+                    io.bind_output(o.name, model.device)  # logits and recorded spikes: unread in pre-simulation
+            self.counting = io
         B = buf.B
         shape = model._logits_shape
         self.logits = np.empty((T, B, *shape), np.float32) if shape is not None else [None] * T
@@ -413,6 +461,10 @@ class _StepRun:
 
     def step(self, counted: int | None) -> None:
         m, buf = self.m, self.buf
+        if counted is None and self.counting is not None:
+            m.counting()[0].run_with_iobinding(self.counting)
+            self.t += 1
+            return
         m.session.run_with_iobinding(buf.step)
         if counted is not None:
             out = buf.logits if buf.logits is not None else buf.step.get_outputs()[0]
@@ -427,8 +479,16 @@ class _StepRun:
                                            for n, v in zip(m.record, buf.recorded)})
         self.t += 1
 
-    def end_presim(self) -> None:
-        self.m.reset.run_with_iobinding(self.buf.reset)  # v = 0.5 if v > 1e-3 else -inf
+    def end_presim(self) -> None:  # the method's rule; SRP: v = 0.5 if v > 1e-3 else -inf
+        sess = self.m.reset_session(self.method, self.tau)
+        io = sess.io_binding()
+        for st, v in zip(self.m.graphs.states, self.buf.state):
+            io.bind_ortvalue_input(st.v, v)
+            io.bind_ortvalue_output(st.v_next, v)
+        if self.counts:
+            for n, c in zip(self.m.counting()[1], self.counts):
+                io.bind_ortvalue_input(n, c)
+        sess.run_with_iobinding(io)
         if self.m.record_spikes:
             self.silenced = {s.name: np.isneginf(v.numpy()) for s, v in zip(self.m.layers, self.buf.state)}
 

@@ -53,8 +53,8 @@ def test_choice_reads_only_the_calibration_split_and_its_row_comes_last(tmp_path
     monkeypatch.setattr(pipeline, "model_batches", spy_batches)
     monkeypatch.setattr(ev, "choose_method", spy_choose)
     out = tmp_path / "r.json"
-    r = CliRunner().invoke(main, ["eval", str(SAMPLE), "--data", "mnist", "--T", "4", "--limit", "30",
-                                  "--calib-limit", "20", "--compare-baseline", "--method", "auto", "--json", str(out)])
+    r = CliRunner().invoke(main, ["eval", str(SAMPLE), "--data", "mnist", "--T", "2", "--limit", "10",
+                                  "--calib-limit", "8", "--compare-baseline", "--method", "auto", "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert {s for s, during in consumed if during} == {"calib"}  # the choice saw calibration images only
     assert {s for s, during in consumed if not during} == {"test"}  # the table: the test split
@@ -65,7 +65,7 @@ def test_choice_reads_only_the_calibration_split_and_its_row_comes_last(tmp_path
     assert rows[1]["method"] == {"rule": "srp", "c": 0.0} and rows[1]["tau"] == 0
     settings = json.loads(out.read_text())["settings"]["method_auto"]
     assert (settings["tau"], settings["method"]) == (rows[-1]["tau"], rows[-1]["method"])
-    assert len(settings["candidates"]) == 35 and settings["images"] == 20
+    assert len(settings["candidates"]) == 35 and settings["images"] == 8
     for row in rows[1:]:
         for step in row["accuracy"]:
             assert step["total_steps"] == row["tau"] + step["t"]

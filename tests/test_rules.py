@@ -62,7 +62,8 @@ def test_every_rule_equals_the_reference_spike_for_spike(net, variant):
     path, snn, plan = net
     x = nets.dyadic_input((4, *SHAPE), seed=5)
     seen = []
-    for method in METHODS:
+    # Every rule in the two modes; the lowering levers (which the rules do not touch) with a counting rule.
+    for method in METHODS if variant in ("step", "unrolled") else [Method("both", 0.0625)]:
         ref = _reference(path, plan, x, 5, TAU, method)
         sim = SpikingModel(snn, device="cpu", record_spikes=True, method=method, **VARIANTS[variant])
         got = sim.simulate(x, 5, TAU)
@@ -72,7 +73,7 @@ def test_every_rule_equals_the_reference_spike_for_spike(net, variant):
             if variant == "step":  # silenced = mask 0
                 np.testing.assert_array_equal(got.silenced[s.name], ref.masks[s.output] == 0, err_msg=s.name)
         seen.append(sum(int(v.sum()) for v in got.spikes.values()))
-    assert min(seen) > 0 and len(set(seen)) > 2  # the rules differ on this input
+    assert min(seen) > 0 and (len(seen) == 1 or len(set(seen)) > 2)  # the rules differ on this input
 
 
 def test_one_model_runs_every_rule_and_each_call_starts_clean(net):

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from srp_onnx_cli.main import main
 
-from srp_onnx import pipeline
 from srp_onnx import evaluate as ev
+from srp_onnx import pipeline
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.data.base import Dataset
 from srp_onnx.errors import UsageError

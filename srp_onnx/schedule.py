@@ -7,8 +7,9 @@ and is driven by :func:`run`, so the order of the phases lives here and nowhere 
 
 1. ``start``: every neuron's membrane v = 0.5, no mask;
 2. ``tau`` pre-simulation steps: the network runs, outputs unmasked, logits not counted;
-3. ``end_presim`` (only when tau > 0), right after step tau's fire and reset: every
-   neuron keeps ``mask = [v > 1e-3]`` and restarts at v = 0.5;
+3. ``end_presim`` (only when tau > 0), right after step tau's fire and reset: the
+   simulator's neuron rule (neuron.RULES); SRP's: every neuron keeps ``mask = [v > 1e-3]``
+   and restarts at v = 0.5;
 4. ``T`` counted steps: outputs masked; step k = 0..T-1 is handed its index, so the
    simulator records that step's logits (and whatever else its caller asked for).
 
@@ -29,7 +30,7 @@ class Simulator(Protocol):
         """One time step of the whole network; ``counted`` is k (0..T-1) after pre-simulation, else None."""
 
     def end_presim(self) -> None:
-        """SRP after the pre-simulation: mask = [v > 1e-3], v = 0.5."""
+        """The neuron rule after the pre-simulation (SRP: mask = [v > 1e-3], v = 0.5)."""
 
 
 def run(sim: Simulator, tau: int, T: int) -> None:

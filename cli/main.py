@@ -27,6 +27,7 @@ from .options import (
     PREPROCESSING,
     convert_options,
     data_options,
+    method_options,
     preprocessing_options,
     ray_options,
     warn_ignored,
@@ -219,7 +220,7 @@ def _auto_method(loaded, data: str, T: int, criterion: str | None, target: int |
     from srp_onnx.evaluate import choose_method
     from srp_onnx.pipeline import model_batches, open_data
 
-    if str(data).endswith(".npz") and Path(data).resolve() == Path(test_data).resolve():
+    if test_data and str(data).endswith(".npz") and Path(data).resolve() == Path(test_data).resolve():
         raise UsageError(f"--method auto: '{data}' is the evaluation data (--data), an .npz with a single split, so "
                          "the rule would be tuned on the test images. Give other data with --tau-data.")
     if criterion is None:
@@ -275,18 +276,25 @@ def _site_table(sites: list) -> str:
 @convert_options
 @preprocessing_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@method_options
 @ray_options
 def convert(model: str, output: str | None, tau: str | None, tau_data: str | None, tau_target: int | None,
             latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
-            percentile: float, per_channel: bool, maxpool: str, batch_size: int, ray_address: str | None,
+            percentile: float, per_channel: bool, maxpool: str, batch_size: int, method: str | None,
+            dead_zone: float | None, method_criterion: str | None, ray_address: str | None,
             workers: int | None, **pre: Any) -> None:
-    """Convert an ANN ONNX model into an SRP spiking step graph."""
+    """Convert an ANN ONNX model into an SRP spiking step graph (with --method, another neuron rule)."""
     from srp_onnx.convert import save_model
-    from srp_onnx.fileformat import set_default_tau
+    from srp_onnx.fileformat import set_default_tau, set_method
+    from srp_onnx.neuron import Method
     from srp_onnx.pipeline import CalibOptions, open_model
 
     tau_v = _parse_tau(tau)
+    if method == "auto" and tau_v == "auto":
+        raise click.BadParameter("--method auto chooses tau too; leave out --tau auto.", param_hint="--method")
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
+    if method not in (None, "auto"):
+        opts.method = Method(method, dead_zone or 0.0)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
     check_outputs({"-o/--output": out}, {"the model": model, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
@@ -303,10 +311,20 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
                            cluster=cluster)
         opts.tau = choice.tau
         set_default_tau(loaded.snn, choice.tau)
+    if method == "auto":
+        if not (tau_data or calib):
+            raise UsageError("--method auto needs data to choose on: give --tau-data DATA (a calibration set, not "
+                             "the test set).")
+        mc = _auto_method(loaded, tau_data or calib, tau_target or 32, method_criterion, tau_target, latency_budget,
+                          batch_size, "auto", pre, test_data="", limit=calib_limit)
+        opts.tau, opts.method = mc.tau, mc.method
+        set_default_tau(loaded.snn, mc.tau)
+        set_method(loaded.snn, mc.method)
     save_model(loaded.snn, out)  # the file first: the results survive a closed stdout (`| true`)
     _warn(loaded.warnings)
     click.echo(_site_table(p.sites))
-    click.echo(f"wrote {quote(out)} ({len(p.sites)} neuron layers, tau = {opts.tau})")
+    click.echo(f"wrote {quote(out)} ({len(p.sites)} neuron layers, tau = {opts.tau}, neuron rule "
+               f"{opts.method.label()})")
 
 
 @main.command()
@@ -361,16 +379,7 @@ def inspect(model: str, maxpool: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results here.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of accuracy vs time step.")
 @click.option("--top5", is_flag=True, help="Print top-5 accuracy too.")
-@click.option("--method", "method", metavar="RULE|auto", default=None,
-              help="Neuron rule at the end of the pre-simulation (srp, or another of docs/srp-algorithm.md 3a), "
-                   "shown as the last row; 'auto' chooses rule and tau on the calibration split of --tau-data "
-                   "(default --data).")
-@click.option("--dead-zone", "dead_zone", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
-              help="Level c of the deadzone/both rules, in units of theta (e.g. 1/(2L) = 0.125 for L = 4).")
-@click.option("--method-criterion", type=click.Choice(["safe", "margin", "target", "budget"]), default=None,
-              help="How --method auto chooses: safe (default: never more than 2 calibration images below tau = 0 "
-                   "at any t, then best mean accuracy), margin (best worst-case margin over tau = 0), target "
-                   "(best at t = --tau-target), budget (best at tau + t = --latency-budget).")
+@method_options
 @convert_options
 @preprocessing_options
 @data_options

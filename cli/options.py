@@ -92,3 +92,21 @@ def warn_ignored(names: tuple[str, ...], why: str) -> None:
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         click.echo(f"srp-onnx: warning: {flags} ignored: {why}.", err=True)
+
+
+def method_options(f: F) -> F:
+    """The neuron rule at the end of the pre-simulation (docs/srp-algorithm.md 3a), for convert and eval."""
+    for opt in reversed([
+        click.option("--method", "method", metavar="RULE|auto", default=None,
+                     help="Neuron rule at the end of the pre-simulation: srp (the paper) or another rule of "
+                          "docs/srp-algorithm.md 3a (eval shows its row last); 'auto' chooses rule and tau on the "
+                          "calibration split of --tau-data (eval's default: --data; convert's: --calib)."),
+        click.option("--dead-zone", "dead_zone", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+                     help="Level c of the deadzone/both rules, in units of theta (e.g. 1/(2L) = 0.125 for L = 4)."),
+        click.option("--method-criterion", type=click.Choice(["safe", "margin", "target", "budget"]), default=None,
+                     help="How --method auto chooses: safe (default: never more than 2 calibration images below "
+                          "tau = 0 at any t, then best mean accuracy), margin (best worst-case margin over tau = 0), "
+                          "target (best at t = --tau-target), budget (best at tau + t = --latency-budget)."),
+    ]):
+        f = opt(f)
+    return f

@@ -121,3 +121,38 @@ def test_bad_criterion_is_refused(snn):
         ev.choose_method(snn, _batches(), T=2, criterion="best")
     with pytest.raises(UsageError, match="needs a target t"):
         ev.choose_method(snn, _batches(), T=2, criterion="target")
+
+
+def test_convert_records_the_rule_and_eval_runs_it(tmp_path):
+    import onnx
+
+    from srp_onnx import fileformat
+
+    out = tmp_path / "m.snn.onnx"
+    r = CliRunner().invoke(main, ["convert", str(SAMPLE), "--method", "deadzone", "--dead-zone", "0.125",
+                                  "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "neuron rule deadzone c=0.125" in r.output
+    assert fileformat.read(onnx.load(str(out))).method == Method("deadzone", 0.125)
+    res = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["eval", str(out), "--data", "mnist", "--T", "2", "--limit", "8",
+                                  "--compare-baseline", "--json", str(res)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(res.read_text())["rows"]
+    assert [(x["name"], x["method"]) for x in rows[1:]] == [
+        ("QCFS (tau=0)", {"rule": "srp", "c": 0.0}), ("SRP (tau=4)", {"rule": "srp", "c": 0.0}),
+        ("deadzone c=0.125 (tau=4)", {"rule": "deadzone", "c": 0.125})]
+
+
+def test_convert_method_auto_writes_the_choice_into_the_file(tmp_path):
+    import onnx
+
+    from srp_onnx import fileformat
+
+    out = tmp_path / "m.snn.onnx"
+    r = CliRunner().invoke(main, ["convert", str(SAMPLE), "--method", "auto", "--tau-data", "mnist",
+                                  "--calib-limit", "8", "--tau-target", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    sf = fileformat.read(onnx.load(str(out)))
+    assert "method auto (target: best accuracy at t = 2)" in r.output
+    assert f"tau = {sf.tau}, neuron rule {sf.method.label()}" in r.output and sf.tau in (4, 8, 12, 16, 24)

@@ -225,11 +225,14 @@ class Method:
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
-            raise UsageError(f"neuron rule {self.rule!r}: choose one of {', '.join(RULES)}.")
+            raise UsageError(f"neuron rule {self.rule!r}: choose one of {', '.join(RULES)}.", param="method",
+                             value=self.rule, suggest=tuple(RULES))
         if not (isinstance(self.c, int | float) and 0 <= self.c < 1):
-            raise UsageError(f"dead-zone level c = {self.c!r}: must be a number in [0, 1) (units of theta).")
+            raise UsageError(f"dead-zone level c = {self.c!r}: must be a number in [0, 1) (units of theta).",
+                             param="dead_zone", value=self.c)
         if self.c and not RULES[self.rule].counts:
-            raise UsageError(f"neuron rule {self.rule!r} takes no dead-zone level; c must be 0.")
+            raise UsageError(f"neuron rule {self.rule!r} takes no dead-zone level; c must be 0.", param="dead_zone",
+                             value=self.c)
 
     @property
     def spec(self) -> Rule:

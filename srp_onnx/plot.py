@@ -25,20 +25,30 @@ def save_figure(fig, path: str | os.PathLike[str]) -> None:
         fig.savefig(f, dpi=120, bbox_inches="tight", format="png")
 
 
+def accuracy_figure(report):
+    """Both latency conventions side by side: accuracy vs t (after the pre-simulation) and vs tau + t."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    ts = list(range(1, report.T + 1))
+    for ax, total in zip(axes, (False, True)):
+        for r in report.rows:
+            if r.tau is None:
+                ax.axhline(r.top1[0], color="black", linestyle="--", label=f"{r.name} ({r.top1[0]:.2f}%)")
+            else:
+                ax.plot([t + r.tau for t in ts] if total else ts, r.top1, marker="o", markersize=3, label=r.name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("total steps tau + t (pre-simulation included)" if total else
+                      "time step t (after pre-simulation)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_accuracy(report, path: str | os.PathLike[str]) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ts = list(range(1, report.T + 1))
-    for r in report.rows:
-        if r.tau is None:
-            ax.axhline(r.top1[0], color="black", linestyle="--", label=f"{r.name} ({r.top1[0]:.2f}%)")
-        else:
-            ax.plot(ts, r.top1, marker="o", markersize=3, label=r.name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time step t (after pre-simulation)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    fig = accuracy_figure(report)
     save_figure(fig, path)
     plt.close(fig)
 

@@ -156,3 +156,17 @@ def test_convert_method_auto_writes_the_choice_into_the_file(tmp_path):
     sf = fileformat.read(onnx.load(str(out)))
     assert "method auto (target: best accuracy at t = 2)" in r.output
     assert f"tau = {sf.tau}, neuron rule {sf.method.label()}" in r.output and sf.tau in (4, 8, 12, 16, 24)
+
+
+def test_the_plot_shows_both_latency_conventions():
+    pytest.importorskip("matplotlib")
+    from srp_onnx.evaluate import EvalReport, Row
+    from srp_onnx.plot import accuracy_figure
+
+    rows = [Row("ANN", None, [98.0], [99.0]), Row("QCFS (tau=0)", 0, [50.0, 60.0, 70.0], [0.0] * 3, SRP),
+            Row("deadzone c=0.125 (tau=4)", 4, [70.0, 80.0, 90.0], [0.0] * 3, Method("deadzone", 0.125))]
+    fig = accuracy_figure(EvalReport(3, 10, rows, {}, "cpu"))
+    by_t, by_total = fig.axes
+    assert "after pre-simulation" in by_t.get_xlabel() and "tau + t" in by_total.get_xlabel()
+    assert [list(line.get_xdata()) for line in by_t.get_lines()[1:]] == [[1, 2, 3], [1, 2, 3]]
+    assert [list(line.get_xdata()) for line in by_total.get_lines()[1:]] == [[1, 2, 3], [5, 6, 7]]

@@ -17,9 +17,9 @@ How it works:
   :func:`~srp_onnx.evaluate.pick_tau`, the thresholds of calibrate()): same numbers, same
   rows, plus a ``distributed`` block (workers, their devices, the images each counted).
 
-Failures: a shard whose worker dies (the actor is restarted by Ray) or raises anything but
-a srp-onnx error (bad data or model, raised as it is) is given to another worker, at most
-:data:`MAX_ATTEMPTS` times. Ctrl-C kills the workers and raises EvalInterrupted, so the
+Failures: a shard whose worker dies (the actor is restarted by Ray, and gets work again once
+it answers) or raises anything but a srp-onnx error (bad data or model, raised as it is) is
+given to another worker, at most :data:`MAX_ATTEMPTS` times. Ctrl-C kills the workers and raises EvalInterrupted, so the
 caller writes nothing.
 
 Ray is imported here only, when a :class:`Cluster` is made; without it, :class:`RayMissing`
@@ -33,6 +33,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,7 @@ __all__ = ["INSTALL_HINT", "MAX_ATTEMPTS", "Cluster", "ClusterError", "RayMissin
 INSTALL_HINT = "pip install 'srp-onnx[ray]'"
 MAX_ATTEMPTS = 3  # tries of one shard before the run fails
 SHARDS_PER_WORKER = 4  # finer shards balance uneven workers and lose less work to a failure
+PROBES = 8  # a dead worker is asked this many times (0.5 s, 1 s, 2 s, ... apart) whether Ray restarted it
 READY_TIMEOUT_S = 300  # workers not placed by then (resources the cluster lacks) fail the run
 
 
@@ -187,6 +189,7 @@ class Cluster:
         self.device, self.progress = device, progress
         self._owned = False
         self.workers: list = []
+        self._dead: set[int] = set()  # workers that stayed dead after Ray's restarts
         if not ray.is_initialized():
             try:
                 ray.init(address=None if address == "auto" else address, include_dashboard=False,
@@ -278,6 +281,17 @@ class Cluster:
         an.distributed = block
         return an
 
+    @staticmethod
+    def _retry(sid: int, w: int, error: BaseException, shards, tries, failed_on, todo, label: str) -> None:
+        """Put a failed shard back in front (for another worker), or give up after MAX_ATTEMPTS tries."""
+        tries[sid] += 1
+        if tries[sid] >= MAX_ATTEMPTS:
+            a, b = shards[sid]
+            raise ClusterError(f"{label}: images {a}..{b - 1} failed on {tries[sid]} tries; the last error: "
+                               f"{one_line(error)}")
+        failed_on[sid].add(w)
+        todo.appendleft(sid)
+
     # -- scheduling ----------------------------------------------------------------------------------
 
     def _run(self, make: Callable[..., Any], source: DataSource, label: str) -> tuple[Any, dict]:
@@ -295,43 +309,66 @@ class Cluster:
         todo = collections.deque(range(len(shards)))
         failed_on: dict[int, set[int]] = collections.defaultdict(set)
         tries = collections.Counter()
-        idle = collections.deque(range(len(self.workers)))
-        pending: dict[Any, tuple[int, int]] = {}
+        idle = collections.deque(w for w in range(len(self.workers)) if w not in self._dead)
+        recovering: dict[int, list[float]] = {}  # worker -> [time of its next probe, probes so far]
+        pending: dict[Any, tuple[int | None, int]] = {}  # ref -> (shard, worker); shard None: a probe
         bar = Progress(n, label=label, enabled=self.progress)
 
         def submit() -> None:
+            alive = set(range(len(self.workers))) - self._dead
             for sid in list(todo):
                 if not idle:
-                    return
+                    break
                 # a retried shard goes to another worker while one is alive to take it
                 w = next((w for w in idle if w not in failed_on[sid]), None)
-                if w is None and len(failed_on[sid]) < len(self.workers):
+                if w is None and not alive <= failed_on[sid]:
                     continue
                 w = idle[0] if w is None else w
                 idle.remove(w)
                 todo.remove(sid)
                 pending[self.workers[w].run.remote(job_id, box, *shards[sid])] = (sid, w)
+            now = time.monotonic()
+            for w, (when, _) in list(recovering.items()):  # a worker Ray restarts gets work once it answers
+                if when <= now and (None, w) not in pending.values():
+                    pending[self.workers[w].info.remote()] = (None, w)
 
         try:
             while len(results) < len(shards):
                 submit()
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                sid, w = pending.pop(ref)
-                idle.append(w)
-                try:
-                    value, provider[w] = ray.get(ref)
-                except ray.exceptions.RayError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, SrpOnnxError):  # bad data or model: the same on every worker
-                        raise cause from None
-                    tries[sid] += 1
-                    if tries[sid] >= MAX_ATTEMPTS:
-                        a, b = shards[sid]
-                        raise ClusterError(f"{label}: images {a}..{b - 1} failed on {tries[sid]} tries; the last "
-                                           f"error: {one_line(cause or e)}") from None
-                    failed_on[sid].add(w)
-                    todo.appendleft(sid)
+                if not pending and not recovering:
+                    raise ClusterError(f"{label}: every worker died; {len(shards) - len(results)} shard(s) not done.")
+                if not pending:  # only restarting workers: wait for their next probe
+                    time.sleep(0.2)
                     continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if recovering else None)
+                if not ready:
+                    continue
+                ref = ready[0]
+                sid, w = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the task raised; the worker lives on
+                    if isinstance(e.cause, SrpOnnxError):  # bad data or model: the same on every worker
+                        raise e.cause from None
+                    idle.append(w)
+                    self._retry(sid, w, e.cause or e, shards, tries, failed_on, todo, label)
+                    continue
+                except ray.exceptions.RayError as e:  # the worker died: Ray restarts it (max_restarts)
+                    probes = recovering.get(w, [0.0, 0])[1]
+                    if probes >= PROBES:
+                        self._dead.add(w)
+                        recovering.pop(w, None)
+                    else:
+                        recovering[w] = [time.monotonic() + 0.5 * 2 ** probes, probes + 1]
+                    if sid is not None:
+                        self._retry(sid, w, e, shards, tries, failed_on, todo, label)
+                    continue
+                if sid is None:  # a probe answered: the restarted worker takes work again
+                    recovering.pop(w, None)
+                    idle.append(w)
+                    continue
+                idle.append(w)
+                value, provider[w] = value
                 if sid in results:  # never counted twice
                     continue
                 results[sid] = value
@@ -342,11 +379,7 @@ class Cluster:
         except KeyboardInterrupt:
             self.close()  # stops the work on the cluster now
             raise EvalInterrupted(bar.done, n) from None
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref)
-            raise
-        finally:
+        finally:  # after an error, shards still running finish on their workers and are dropped
             bar.close()
         merged = functools.reduce(lambda x, y: x.merge(y), (results[i] for i in range(len(shards))))
         workers = []

@@ -128,15 +128,18 @@ def test_calibration_on_ray_merges_to_the_same_thresholds(cluster):
 
 
 class FailingOnce(DataSource):
-    """Reads like its parent, except that the first read of a shard past the first one fails (once, any worker)."""
+    """Reads like its parent, except that the first ``times`` reads of shards past the first fail (any workers)."""
 
-    def __init__(self, *a, how: str, marker: str, **kw):
+    def __init__(self, *a, how: str, marker: str, times: int = 1, **kw):
         super().__init__(*a, **kw)
-        self.how, self.marker = how, marker
+        self.how, self.marker, self.times = how, marker, times
 
     def batches(self, start=0, stop=None):
-        if start > 0 and not os.path.exists(self.marker):
-            Path(self.marker).write_text(self.how)
+        for k in range(self.times if start > 0 else 0):
+            try:  # one marker file per failure, made atomically: each fails once, whichever worker reads it
+                os.close(os.open(f"{self.marker}.{k}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
             if self.how == "exit":
                 os._exit(1)  # the worker process dies mid-run
             if self.how == "data":
@@ -145,20 +148,22 @@ class FailingOnce(DataSource):
         return super().batches(start, stop)
 
 
-@pytest.mark.parametrize("how", ["exit", "raise"])
-def test_a_failing_worker_is_retried_and_every_image_counted_once(cluster, sample, tmp_path, how):
+@pytest.mark.parametrize("how, times", [("exit", 2), ("raise", 1)])
+def test_a_failing_worker_is_retried_and_every_image_counted_once(cluster, sample, tmp_path, how, times):
+    """Both workers die at once (Ray restarts them; their shards wait for them), or a task raises once."""
     ds = open_data("mnist", sample, limit=256)
+    marker = str(tmp_path / "failed")
     src = FailingOnce("mnist", split="test", preprocessing=ds.preprocessing, limit=256, batch_size=32,
-                      input_shape=sample.input_shape, how=how, marker=str(tmp_path / "failed"))
-    here = evaluate(sample.snn, lambda: src.batches(), total=len(ds), T=4, tau=4, ann=sample.ann, device="cpu",
+                      input_shape=sample.input_shape, how=how, marker=marker, times=times)
+    plain = DataSource.of(ds, "mnist", 32, sample.input_shape, 256)
+    here = evaluate(sample.snn, lambda: plain.batches(), total=len(ds), T=4, tau=4, ann=sample.ann, device="cpu",
                     progress=False)
-    assert not (tmp_path / "failed").exists()  # the shard-0 read above does not fail
     there = cluster.evaluate(sample.snn, src, T=4, tau=4, ann=sample.ann)
-    assert (tmp_path / "failed").read_text() == how
+    assert len(list(tmp_path.iterdir())) == times
     assert there.to_json()["rows"] == here.to_json()["rows"] and there.n == here.n == 256
     block = there.distributed
-    # a shard sent to the worker while Ray restarts it fails too (and is retried as well)
-    assert block["retried_shards"] >= 1 and sum(w["images"] for w in block["workers"]) == 256
+    # a shard sent to a worker while Ray restarts it fails too (and is retried as well)
+    assert block["retried_shards"] >= times and sum(w["images"] for w in block["workers"]) == 256
 
 
 def test_a_data_error_on_a_worker_is_raised_as_it_is(cluster, sample, tmp_path):

@@ -8,7 +8,25 @@ from __future__ import annotations
 
 import os
 
-_UNSET = object()
+
+class _Unset:
+    """'No value given': one instance, also after pickling (errors cross processes in distributed runs)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> tuple:
+        return (_Unset, ())
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
 
 
 class SrpOnnxError(Exception):

@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -755,11 +756,10 @@ def main() -> None:
     text = report(info, nets, conv, rounding, args.quick)
     print(text)
     if out is not None:
-        # Sections other scripts own (bench_ray.py's, between its markers) stay as they are.
-        begin, end = "<!-- bench_ray: begin -->", "<!-- bench_ray: end -->"
+        # Sections other scripts own (between their <!-- NAME: begin/end --> markers) stay as they are.
         old = out.read_text() if out.exists() else ""
-        if begin in old and end in old:
-            text = text.rstrip("\n") + "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+        for owned in re.finditer(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", old, flags=re.S):
+            text = text.rstrip("\n") + "\n\n" + owned.group(0) + "\n"
         tmp_out = out.with_suffix(".tmp")
         tmp_out.write_text(text)
         os.replace(tmp_out, out)

@@ -20,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "samples" / "mnist_qcfs.onnx"
 HEADING = "## analyze vs eval (the sample, T = 8)"
+BEGIN, END = "<!-- bench_analyze: begin -->", "<!-- bench_analyze: end -->"  # bench.py keeps what is between
 
 
 def main() -> None:
@@ -57,17 +58,19 @@ def main() -> None:
     ev = statistics.median(p[0] for p in pairs)
     an = statistics.median(p[1] for p in pairs)
     ratio = statistics.median(p[1] / p[0] for p in pairs)
-    text = (f"{HEADING}\n\n`python bench/bench_analyze.py` ({len(ds)} test images, batch 64, CPU, both on the "
+    text = (f"{BEGIN}\n{HEADING}\n\n`python bench/bench_analyze.py` ({len(ds)} test images, batch 64, CPU, both on the "
             f"runtime, data read once beforehand; median of {args.reps} paired runs): eval --compare-baseline "
             f"{ev:.2f} s, analyze {an:.2f} s, analyze / eval = **{ratio:.2f}** (target: at most 1.5). Both run "
             "tau = 0 and tau = 4 with T = 8; analyze also copies every dynamic weight layer's input out at each "
-            "step to count synaptic operations.\n")
+            "step to count synaptic operations.\n{END}\n")
     print(text)
     if not args.no_write:
         results = HERE / "RESULTS.md"
         old = results.read_text() if results.exists() else ""
-        if HEADING in old:
-            old = re.sub(re.escape(HEADING) + r".*?(?=\n## |\Z)", text.rstrip("\n") + "\n", old, flags=re.S)
+        if BEGIN in old and END in old:
+            old = old[:old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
+        elif HEADING in old:  # written before the markers
+            old = re.sub(re.escape(HEADING) + r".*?(?=\n## |\n<!-- |\Z)", text.rstrip("\n"), old, flags=re.S)
         else:
             old = old.rstrip("\n") + "\n\n" + text
         results.write_text(old)

@@ -330,8 +330,6 @@ class SpikingModel:
         """
         x, tau = self._check(x, T, tau)
         method = self.method if method is None else method
-        if on_step is not None and method.spec.counts and tau > 0:
-            raise UsageError(f"recording at every step is not available with the '{method.rule}' rule.")
         if self.mode == "unrolled":
             return self._simulate_unrolled(x, T, tau, method)
         buf = self._state_buffers(x.shape[0])
@@ -444,9 +442,11 @@ class _StepRun:
                 io.bind_ortvalue_output(n_next, c)  # n_next = n + s: elementwise, safe in place
             for name in model.graphs.static:
                 io.bind_ortvalue_input(name, static[name])
-            for o in sess.get_outputs():
-                if o.name not in {*n_out, *(st.v_next for st in model.graphs.states)}:
-                    io.bind_output(o.name, model.device)  # logits and recorded spikes: unread in pre-simulation
+            # The rest (logits, recorded tensors) in this order: the last outputs of every run.
+            self.counting_rest = [o.name for o in sess.get_outputs()
+                                  if o.name not in {*n_out, *(st.v_next for st in model.graphs.states)}]
+            for name in self.counting_rest:
+                io.bind_output(name, "cpu" if name in model.record else model.device)
             self.counting = io
         B = buf.B
         shape = model._logits_shape
@@ -463,6 +463,10 @@ class _StepRun:
         m, buf = self.m, self.buf
         if counted is None and self.counting is not None:
             m.counting()[0].run_with_iobinding(self.counting)
+            if self.on_step is not None:
+                outs = self.counting.get_outputs()
+                rest = dict(zip(self.counting_rest, outs[len(outs) - len(self.counting_rest):]))
+                self.on_step(self.t, None, {n: rest[n].numpy() for n in m.record})
             self.t += 1
             return
         m.session.run_with_iobinding(buf.step)

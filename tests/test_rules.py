@@ -123,3 +123,21 @@ def test_bad_rule_records_and_options_are_refused_in_one_line(net):
         Method("deadzone", -0.5)
     with pytest.raises(UsageError, match="takes no dead-zone level"):
         Method("srp", 0.125)
+
+
+def test_recording_hooks_see_the_same_presimulation_under_every_rule(net):
+    # The rules differ only after step tau: the currents recorded in the pre-simulation are the same.
+    _, snn, plan = net
+    x = nets.dyadic_input((3, *SHAPE), seed=9)
+    name = plan.sites[1].input  # the second layer's current: it depends on the first layer's spikes
+    seen = {}
+    for method in (SRP, Method("deadzone", 0.125)):
+        sim = SpikingModel(snn, device="cpu", record=(name,), method=method)
+        steps = []
+        sim.simulate(x, 3, TAU, on_step=lambda t, k, rec, steps=steps: steps.append((t, k, rec[name].copy())))
+        seen[method.rule] = steps
+    assert [(t, k) for t, k, _ in seen["srp"]] == [(t, None) for t in range(TAU)] + [(TAU + k, k) for k in range(3)]
+    for (t, k, a), (_, _, b) in zip(seen["srp"], seen["deadzone"]):
+        if k is None:
+            np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+    assert any(not np.array_equal(a, b) for (_, k, a), (_, _, b) in zip(seen["srp"], seen["deadzone"]) if k is not None)

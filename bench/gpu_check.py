@@ -18,6 +18,9 @@ For the sample (samples/mnist_qcfs.onnx) and the bench's CIFAR-sized VGG-16 and 
 3. The decision (``DECISION_RULE``): launch overhead or occupancy, and whether a time-folded
    mode is worth building, applied to the measurements.
 
+A dyadic net's logits or spike counts that differ on the CUDA provider are a finding either way: a
+runtime bug, or cuDNN's choice of a convolution algorithm whose arithmetic is not exact on short
+binary fractions (Winograd's transforms, FFT); the check reports them and does not hide them.
 Where the CUDA provider does not load, one line says why, and the PyTorch-on-CUDA half still
 runs. ``--dry-run`` runs every step on the CPU provider (standing in for CUDA) with a tiny
 dyadic net and the PyTorch SNN on the CPU, and checks parity the same way.
@@ -112,7 +115,7 @@ def environment(dry_run: bool) -> dict:
             torch.set_num_threads(1)
         info["torch"] = torch.__version__
         cuda = torch.cuda.is_available() and not dry_run
-        info["torch_device"] = "cuda" if cuda else "cpu"
+        info["torch_device"] = "cuda" if cuda else "cpu" if dry_run else None  # no eager SNN on a GPU run's CPU
         info["gpu"] = torch.cuda.get_device_name(0) if cuda else None
         if not cuda and not dry_run:
             info["torch_why"] = "torch sees no CUDA device"
@@ -206,6 +209,8 @@ def check_net(net: dict, info: dict, cfg: dict, deadline: float) -> dict:
         torch_net.to(info["torch_device"])
     elif net["model"] is None:
         res["notes"].append("PyTorch eager SNN: none (the sample is an ONNX file, not a torch model)")
+    else:
+        res["notes"].append(f"PyTorch eager SNN: not run ({info.get('torch_why')})")
 
     for T in cfg["Ts"]:
         for B in cfg["batches"]:
@@ -311,14 +316,17 @@ def decide(results: list[dict]) -> list[str]:
 
 
 def _ips(seconds: float | None, B: int) -> str:
-    return f"{B / seconds:,.0f}" if seconds else "-"
+    if not seconds:
+        return "-"
+    v = B / seconds
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def render(info: dict, results: list[dict], wall_s: float) -> str:
     dev = info["ort_device"]
     out = ["# GPU check (bench/gpu_check.py)" + (" -- dry run, CPU provider" if info["dry_run"] else ""), ""]
     out.append(f"{info['date']}; Python {info['python']}; onnxruntime {info['onnxruntime']} from "
-               f"`{info['onnxruntime_from']}`; torch {info['torch']} on {info['torch_device']}"
+               f"`{info['onnxruntime_from']}`; torch {info['torch']} on {info['torch_device'] or 'nothing (not run)'}"
                + (f" ({info['gpu']})" if info.get("gpu") else "") + f"; {wall_s:.0f} s in all.")
     out.append("")
     out.append(f"- onnxruntime CUDA provider: {'loads' if dev == 'cuda' else 'not used: ' + info['ort_why']}")

@@ -25,13 +25,17 @@ from srp_onnx.io import Terminated, check_outputs
 from .options import (
     CONVERSION_ONLY,
     PREPROCESSING,
+    SectionedCommand,
     convert_options,
     data_options,
     method_options,
+    plot_path,
     preprocessing_options,
     ray_options,
+    warn_alone,
     warn_ignored,
 )
+from .progress import cli_progress
 
 
 def _error_text(e: SrpOnnxError) -> str:
@@ -138,11 +142,27 @@ def _paths(*specs: str | None) -> list[str]:
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="srp-onnx")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and why CUDA is not used.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars (they are drawn only when stderr is a terminal anyway).")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Convert ANN ONNX models into spiking networks with SRP (AAAI 2023) and evaluate them."""
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+def _note_provider(device: str) -> None:
+    """Once per run, where it matters (the simulations of eval and analyze): a GPU build of onnxruntime that
+    falls back to the CPU says so in one short line; -v gives the reason. A CPU-only build says nothing."""
+    if device != "auto":
+        return
+    from srp_onnx.ort import CudaStatus, cuda_status
+
+    status = cuda_status()
+    if status not in (CudaStatus.OK, CudaStatus.NOT_BUILT):
+        verbose = (click.get_current_context().find_root().obj or {}).get("verbose")
+        click.echo(f"srp-onnx: running on the CPU: {status.describe()}" if verbose else
+                   "srp-onnx: running on the CPU (CUDA did not load; -v says why)", err=True)
 
 
 def _parse_tau(tau: str | None) -> int | str | None:
@@ -178,7 +198,8 @@ def _cluster(ray_address: str | None, workers: int | None, device: str):
         return None
     from srp_onnx.distributed import Cluster
 
-    return click.get_current_context().with_resource(Cluster(ray_address, workers=workers, device=device))
+    return click.get_current_context().with_resource(Cluster(ray_address, workers=workers, device=device,
+                                                             progress=cli_progress()))
 
 
 def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_tau: int, batch_size: int,
@@ -205,7 +226,7 @@ def _auto_tau(loaded, data: str | None, T: int | None, budget: int | None, max_t
         choice = cluster.choose_tau(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape), **how)
     else:
         choice = choose_tau(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), device=device,
-                            **how)
+                            total=len(ds), progress=cli_progress(), **how)
     click.echo(choice.format(), err=True)
     if choice.flat:
         click.echo(f"srp-onnx: warning: --tau auto: every tau scored {choice.curve[0][2]:.2f} % on {quote(data)}, "
@@ -231,7 +252,8 @@ def _auto_method(loaded, data: str, T: int, criterion: str | None, target: int |
         raise click.BadParameter("the budget criterion needs --latency-budget N.", param_hint="--method-criterion")
     ds = open_data(data, loaded, split="calib", limit=limit, overrides=overrides)
     choice = choose_method(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), T=T,
-                           criterion=criterion, target=target, budget=budget, device=device)
+                           criterion=criterion, target=target, budget=budget, device=device, total=len(ds),
+                           progress=cli_progress())
     click.echo(choice.format(), err=True)
     return choice
 
@@ -269,7 +291,7 @@ def _site_table(sites: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-@main.command()
+@main.command(cls=SectionedCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: MODEL with .snn.onnx).")
@@ -295,11 +317,13 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     if method not in (None, "auto"):
         opts.method = Method(method, dead_zone or 0.0)
+    warn_alone(tau, calib, method)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
     check_outputs({"-o/--output": out}, {"the model": model, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
     cluster = _cluster(ray_address, workers, "auto")
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster,
+                        progress=cli_progress())
     p = loaded.plan
     if p is None:
         raise UsageError(f"'{model}' is already a converted spiking model; convert takes the ANN.")
@@ -355,7 +379,8 @@ def inspect(model: str, maxpool: str) -> None:
         probe_shapes(p)
     click.echo(f"input {quote(p.input.name)} {safe(list(p.input.shape or []))}, logits {quote(p.logits)} "
                f"{list(p.logits_shape or [])}")
-    click.echo(_site_table(p.sites))
+    if p.sites:  # no header over nothing when the problems come before any neuron layer is found
+        click.echo(_site_table(p.sites))
     for note in p.notes:
         click.echo(f"note: {safe(_note_text(note))}")
     need = [s.name for s in p.sites if s.theta is None]
@@ -369,7 +394,7 @@ def inspect(model: str, maxpool: str) -> None:
     click.echo("convertible: yes")
 
 
-@main.command(name="eval")
+@main.command(name="eval", cls=SectionedCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data", required=True,
               help=".npz (x, y), CIFAR folder, MNIST-format (IDX) folder, ImageNet-style folder, mnist, digits.")
@@ -377,7 +402,10 @@ def inspect(model: str, maxpool: str) -> None:
 @click.option("--ann", type=click.Path(dir_okay=False), default=None, help="The ANN, to report its accuracy.")
 @click.option("--compare-baseline", is_flag=True, help="Also run tau = 0 (plain QCFS conversion).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results here.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of accuracy vs time step.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
+              help="The per-step table as CSV: one row per method and t (top-1 and top-5).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=plot_path,
+              help="Figure of accuracy vs t and vs total steps tau + t; .png, .pdf or .svg.")
 @click.option("--top5", is_flag=True, help="Print top-5 accuracy too.")
 @method_options
 @convert_options
@@ -385,13 +413,13 @@ def inspect(model: str, maxpool: str) -> None:
 @data_options
 @ray_options
 def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: bool, json_out: str | None,
-             plot: str | None, top5: bool, method: str | None, dead_zone: float | None,
+             csv_out: str | None, plot: str | None, top5: bool, method: str | None, dead_zone: float | None,
              method_criterion: str | None, tau: str | None, tau_data: str | None, tau_target: int | None,
              latency_budget: int | None, tau_max: int, calib: str | None, calib_limit: int, calib_rule: str,
              percentile: float, per_channel: bool, maxpool: str, batch_size: int, limit: int | None,
              device: str, ray_address: str | None, workers: int | None, **pre: Any) -> None:
     """Accuracy of the spiking model at every time step (and of the ANN beside it)."""
-    from srp_onnx.evaluate import evaluate, format_table
+    from srp_onnx.evaluate import evaluate, format_csv, format_table
     from srp_onnx.io import write_text
     from srp_onnx.neuron import MAX_T
     from srp_onnx.pipeline import CalibOptions, DataSource, model_batches, open_ann, open_data, open_model
@@ -402,11 +430,13 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     if method == "auto" and tau_v == "auto":
         raise click.BadParameter("--method auto chooses tau too; leave out --tau auto.", param_hint="--method")
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
-    check_outputs({"--json": json_out, "--plot": plot},
+    warn_alone(tau, calib, method)
+    check_outputs({"--json": json_out, "--csv": csv_out, "--plot": plot},
                   {"the model": model, "--data": _paths(data), "--ann": ann, "--calib": _paths(calib),
                    "--tau-data": _paths(tau_data)})
     cluster = _cluster(ray_address, workers, device)
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster,
+                        progress=cli_progress())
     _warn_unused_options(loaded, model)
     if loaded.maxpool_swapped:  # the SNN is the AvgPool variant: show both networks' accuracy
         original = ann or (model if loaded.plan is not None else None)
@@ -436,19 +466,22 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     settings = {"model": str(model), "data": data, "split": ds.split, "batch_size": batch_size, "limit": limit,
                 "preprocessing": ("none: the .npz holds float model input, used as it is" if ds.preprocessed
                                   else json.loads(ds.preprocessing.to_json()))}
+    _note_provider(device)
     how = dict(T=T, tau=tau_v if isinstance(tau_v, int) else None, ann=anns, compare_baseline=compare_baseline,
                chosen=chosen, chosen_label="auto" if method_choice is not None else "", settings=settings)
     if cluster is not None:
         report = cluster.evaluate(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape, limit), **how)
     else:
         report = evaluate(loaded.snn, lambda: model_batches(ds, batch_size, loaded.input_shape), total=len(ds),
-                          device=device, **how)
+                          device=device, progress=cli_progress(), **how)
     if choice is not None:
         report.settings["tau_auto"] = choice.to_json()
     if method_choice is not None:
         report.settings["method_auto"] = method_choice.to_json()
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(report.to_json(), indent=2))
+    if csv_out:
+        write_text(csv_out, format_csv(report))
     if plot:
         from srp_onnx.plot import plot_accuracy
 
@@ -459,12 +492,14 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     _warn(loaded.warnings + report.warnings)
 
 
-@main.command()
+@main.command(cls=SectionedCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data", required=True, help="Data as for eval.")
-@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG: case shares and firing rates.")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Time steps after pre-simulation.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=plot_path,
+              help="Figure of the per-layer error cases, firing rates and silenced shares; .png, .pdf or .svg.")
 @convert_options
 @preprocessing_options
 @data_options
@@ -485,8 +520,10 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
                    "--tau-data": _paths(tau_data)})
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
+    warn_alone(tau, calib)
     cluster = _cluster(ray_address, workers, device)
-    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster)
+    loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster,
+                        progress=cli_progress())
     _warn_unused_options(loaded, model)
     if tau_v == "auto":
         tau_v = _auto_tau(loaded, tau_data or data, tau_target or T, latency_budget, tau_max, batch_size, device,
@@ -494,17 +531,18 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     if not isinstance(tau_v, int):
         tau_v = _default_tau(loaded)
     ds = open_data(data, loaded, limit=limit, overrides=pre)
+    _note_provider(device)
     if cluster is not None:
         an = cluster.analyze(loaded.snn, DataSource.of(ds, data, batch_size, loaded.input_shape, limit), T=T, tau=tau_v)
     else:
         an = run_analysis(loaded.snn, (x for x, _ in model_batches(ds, batch_size, loaded.input_shape)), T=T,
-                          tau=tau_v, device=device)
+                          tau=tau_v, device=device, total=len(ds), progress=cli_progress())
     if json_out:  # the files first: the results survive a closed stdout (`| true`)
         write_text(json_out, json.dumps(an.to_json(), indent=2))
     if plot:
         from srp_onnx.plot import plot_analysis
 
-        plot_analysis(an, plot)
+        plot_analysis(an, plot, title=f"{Path(model).name} on {data}")
     _warn(loaded.warnings)
     click.echo(format_analysis(an))
 
@@ -517,7 +555,7 @@ def demo(T: int, tau: int, device: str) -> None:
     """Convert the bundled MNIST sample and compare ANN, plain QCFS (tau = 0) and SRP."""
     from srp_onnx.demo import run_demo
 
-    click.echo(run_demo(T=T, tau=tau, device=device))
+    click.echo(run_demo(T=T, tau=tau, device=device, progress=cli_progress()))
 
 
 try:  # `train` needs torch only when it runs; its module imports torch lazily

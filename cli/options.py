@@ -1,4 +1,4 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once; their help sections; what warns when given alone."""
 
 from __future__ import annotations
 
@@ -8,6 +8,34 @@ from typing import Any
 import click
 
 F = Callable[..., Any]
+
+# --help sections, by parameter name. Click's own help formatter with a table (rather than, say, cloup's
+# option_group): the same shared option decorators serve convert, eval and analyze, and each option keeps
+# one section in all of them without splitting those decorators by section.
+HELP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "Model": ("output", "ann", "maxpool", "calib", "calib_limit", "calib_rule", "percentile", "per_channel"),
+    "Data": ("data", "limit", "batch_size", "mean", "std", "scale", "resize", "crop", "layout"),
+    "Simulation": ("T", "tau", "tau_data", "tau_target", "latency_budget", "tau_max", "compare_baseline",
+                   "method", "dead_zone", "method_criterion", "device", "ray_address", "workers"),
+    "Output": ("json_out", "csv_out", "plot", "top5"),
+}
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under the sections of :data:`HELP_SECTIONS`."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records: dict[str, list[tuple[str, str]]] = {name: [] for name in [*HELP_SECTIONS, "Other"]}
+        for param in self.get_params(ctx):
+            rec = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if rec is None:
+                continue
+            section = next((s for s, names in HELP_SECTIONS.items() if param.name in names), "Other")
+            records[section].append(rec)
+        for section, recs in records.items():
+            if recs:
+                with formatter.section(f"{section} options" if section != "Other" else "Other options"):
+                    formatter.write_dl(recs)
 
 
 def convert_options(f: F) -> F:
@@ -81,16 +109,39 @@ def ray_options(f: F) -> F:
     return f
 
 
+def plot_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--plot: the format is the suffix's, checked while the options are parsed (before any work)."""
+    from srp_onnx.errors import UsageError
+    from srp_onnx.plot import figure_format
+
+    if value is not None:
+        try:
+            figure_format(value)
+        except UsageError as e:
+            raise click.UsageError(str(e), ctx) from None
+    return value
+
+
+TAU_AUTO_ONLY = ("tau_data", "tau_target", "latency_budget", "tau_max")
+CALIB_ONLY = ("calib_limit", "calib_rule", "percentile", "per_channel")
+
 CONVERSION_ONLY = ("calib", "calib_limit", "calib_rule", "percentile", "per_channel", "maxpool")
 PREPROCESSING = ("mean", "std", "scale", "resize", "crop", "layout")
 
 
-def warn_ignored(names: tuple[str, ...], why: str) -> None:
-    """Say on stderr which of the options the user gave explicitly have no effect, and why."""
+def given(name: str) -> bool:
+    """The user gave option ``name`` on the command line (not its default)."""
     ctx = click.get_current_context()
-    given = [n for n in names if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
-    if given:
-        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def warn_ignored(names: tuple[str, ...], why: str) -> None:
+    """Say on stderr which of the options the user gave explicitly have no effect, and why (once each)."""
+    warned = click.get_current_context().meta.setdefault("srp_onnx.warned", set())
+    names_given = [n for n in names if given(n) and n not in warned]
+    warned.update(names_given)
+    if names_given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in names_given)
         click.echo(f"srp-onnx: warning: {flags} ignored: {why}.", err=True)
 
 
@@ -110,3 +161,19 @@ def method_options(f: F) -> F:
     ]):
         f = opt(f)
     return f
+
+
+def warn_alone(tau: str | None, calib: str | None, method: str | None = None) -> None:
+    """Options that act only together with another one, given without it (checked before any work)."""
+    if method == "auto":  # --method auto reads --tau-data, --tau-target and --latency-budget too
+        if tau != "auto":
+            warn_ignored(("tau_max",), "--method auto tries its own taus")
+    elif tau != "auto":
+        has_method = "method" in click.get_current_context().params  # eval's --method auto reads them too
+        warn_ignored(TAU_AUTO_ONLY, "used only with --tau auto" + (" or --method auto" if has_method else ""))
+    elif given("latency_budget"):
+        warn_ignored(("tau_target",), "--latency-budget chooses tau for tau + T = budget instead")
+    if calib is None:
+        warn_ignored(CALIB_ONLY, "used only with --calib")
+    elif click.get_current_context().params.get("calib_rule") == "max":
+        warn_ignored(("percentile",), "--calib-rule max takes the maximum")

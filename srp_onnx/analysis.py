@@ -37,6 +37,7 @@ from srp_onnx.convert import ann_from_snn
 from srp_onnx.errors import DataError
 from srp_onnx.graph import Graph, from_onnx
 from srp_onnx.neuron import is_neuron
+from srp_onnx.progress import NULL_PROGRESS, Progress
 from srp_onnx.runtime import SpikingModel
 
 EQ_TOL = 1e-4
@@ -329,12 +330,20 @@ def build_analysis(acc: AnalysisCounts) -> Analysis:
 
 
 def analyze(step: onnx.ModelProto, batches: Iterable[np.ndarray], *, T: int, tau: int,
-            device: str = "auto") -> Analysis:
+            device: str = "auto", total: int | None = None, progress: Progress = NULL_PROGRESS) -> Analysis:
     """Per-layer statistics of tau = 0 and of SRP (tau) over ``batches``, on the runtime (``device``).
 
     srp_onnx.distributed.Cluster.analyze is the same over Ray workers, with the same result.
+    ``progress`` counts image-steps (each of the ``total`` images through tau = 0's T and SRP's tau + T steps).
     """
-    return build_analysis(Analyzer(step, T=T, tau=tau, device=device).count(batches))
+    analyzer = Analyzer(step, T=T, tau=tau, device=device)
+    per_image = sum(t + T for t in analyzer.taus)
+    progress.start(None if total is None else total * per_image, "image-steps", "analyze")
+    try:
+        counts = analyzer.count(batches, lambda images: progress.update(images * per_image))
+    finally:
+        progress.close()
+    return build_analysis(counts)
 
 
 def _theta(s) -> np.ndarray | float:

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from srp_onnx.errors import DataError
+from srp_onnx.progress import NULL_PROGRESS, Progress
 
 BINS = 8192
 MAX_ACTIVATIONS = 1 << 25  # floats of site activations per onnxruntime run (128 MiB)
@@ -154,11 +155,13 @@ class HistogramCollector:
 
 def calibrate(plan, batches: Iterable[np.ndarray] | None, *, rule: str = "percentile", percentile: float = 99.99,
               per_channel: bool = False, sites: list | None = None,
-              collect: Callable[[onnx.ModelProto, list], CalibStats] | None = None) -> None:
+              collect: Callable[[onnx.ModelProto, list], CalibStats] | None = None, total: int | None = None,
+              progress: Progress = NULL_PROGRESS) -> None:
     """Set ``theta`` of the plan's ReLU sites (or of ``sites``) from the ANN's activations.
 
     ``collect(model, sites)`` returns the histograms instead of streaming ``batches`` here
-    (srp_onnx.distributed collects them on Ray workers and merges them).
+    (srp_onnx.distributed collects them on Ray workers and merges them). ``progress`` counts the
+    calibration images streamed here (``total`` of them, if known).
     """
     todo = sites if sites is not None else [s for s in plan.sites if s.theta is None]
     if not todo:
@@ -167,7 +170,12 @@ def calibrate(plan, batches: Iterable[np.ndarray] | None, *, rule: str = "percen
     if collect is not None:
         stats = collect(model, todo)
     else:
-        stats = HistogramCollector(model, plan.input.name, todo, per_channel=per_channel).count(batches)
+        progress.start(total, "images", "calibration")
+        try:
+            stats = HistogramCollector(model, plan.input.name, todo, per_channel=per_channel).count(
+                batches, on_batch=progress.update)
+        finally:
+            progress.close()
     hists, seen = stats.hists, stats.seen
     if seen == 0:
         raise DataError("the calibration data holds no samples. Give a non-empty dataset.", param="calib")

@@ -11,25 +11,27 @@ import time
 from pathlib import Path
 
 from srp_onnx.errors import UsageError
+from srp_onnx.progress import NULL_PROGRESS, Progress
 
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "mnist_qcfs.onnx"
+SAMPLE = Path(__file__).resolve().parent / "samples" / "mnist_qcfs.onnx"  # package data (pyproject.toml)
 
 
 def run_demo(*, T: int = 32, tau: int = 4, device: str = "auto", model: Path | None = None,
-             limit: int | None = None) -> str:
+             limit: int | None = None, progress: Progress = NULL_PROGRESS) -> str:
     from srp_onnx.convert import ConvertOptions
     from srp_onnx.evaluate import evaluate, format_table
     from srp_onnx.pipeline import CalibOptions, model_batches, open_data, open_model
 
     path = Path(model) if model else SAMPLE
     if not path.is_file():
-        raise UsageError(f"the sample model '{path}' is missing; run from a checkout of srp-onnx "
-                         "(pip install -e .) or rebuild it with samples/make_mnist_sample.sh.")
+        raise UsageError(f"the sample model '{path}' is missing; reinstall srp-onnx, or rebuild the sample "
+                         "with samples/make_mnist_sample.sh in a checkout.")
     start = time.perf_counter()
     loaded = open_model(path, ConvertOptions(tau=tau), CalibOptions())
     ds = open_data("mnist", loaded, split="test", limit=limit)
     report = evaluate(loaded.snn, lambda: model_batches(ds, 100, loaded.input_shape), total=len(ds), T=T,
-                      tau=tau, ann=loaded.ann, compare_baseline=True, device=device)
+                      tau=tau, ann=loaded.ann, compare_baseline=True, device=device,
+                      progress=progress)
     took = time.perf_counter() - start
     assert loaded.plan is not None
     layers = ", ".join(f"{s.kind} theta={s.theta:.3g}" for s in loaded.plan.sites)

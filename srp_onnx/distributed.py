@@ -47,7 +47,6 @@ from srp_onnx.evaluate import (
     EvalInterrupted,
     EvalReport,
     Evaluator,
-    Progress,
     TauChoice,
     TauCounts,
     build_report,
@@ -56,6 +55,7 @@ from srp_onnx.evaluate import (
     tau_candidates,
 )
 from srp_onnx.pipeline import DataSource
+from srp_onnx.progress import NULL_PROGRESS, Progress
 from srp_onnx.runtime import SpikingModel
 
 __all__ = ["INSTALL_HINT", "MAX_ATTEMPTS", "Cluster", "ClusterError", "RayMissing", "plan_shards"]
@@ -183,7 +183,7 @@ class Cluster:
     """
 
     def __init__(self, address: str = "auto", *, workers: int | None = None, device: str = "auto",
-                 progress: bool = True):
+                 progress: Progress = NULL_PROGRESS):
         ray = _ray()
         self._ray = ray
         self.device, self.progress = device, progress
@@ -312,7 +312,8 @@ class Cluster:
         idle = collections.deque(w for w in range(len(self.workers)) if w not in self._dead)
         recovering: dict[int, list[float]] = {}  # worker -> [time of its next probe, probes so far]
         pending: dict[Any, tuple[int | None, int]] = {}  # ref -> (shard, worker); shard None: a probe
-        bar = Progress(n, label=label, enabled=self.progress)
+        done = 0
+        self.progress.start(n, "images", label)
 
         def submit() -> None:
             alive = set(range(len(self.workers))) - self._dead
@@ -375,12 +376,13 @@ class Cluster:
                 a, b = shards[sid]
                 done_by[w][0] += b - a
                 done_by[w][1] += 1
-                bar.update(b - a)
+                done += b - a
+                self.progress.update(b - a)
         except KeyboardInterrupt:
             self.close()  # stops the work on the cluster now
-            raise EvalInterrupted(bar.done, n) from None
+            raise EvalInterrupted(done, n) from None
         finally:  # after an error, shards still running finish on their workers and are dropped
-            bar.close()
+            self.progress.close()
         merged = functools.reduce(lambda x, y: x.merge(y), (results[i] for i in range(len(shards))))
         workers = []
         for i, info in enumerate(self.info):

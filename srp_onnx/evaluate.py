@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import sys
-import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -25,6 +23,7 @@ from srp_onnx.errors import DataError, UsageError
 from srp_onnx.metrics import StepAccuracy, topk_correct
 from srp_onnx.neuron import MAX_T, MAX_TAU, SRP, Method
 from srp_onnx.notes import Note, NoteKind
+from srp_onnx.progress import NULL_PROGRESS, Progress
 from srp_onnx.runtime import SpikingModel
 
 
@@ -88,31 +87,6 @@ def report_steps(T: int) -> list[int]:
         steps.append(t)
         t *= 2
     return steps + [T]
-
-
-class Progress:
-    """A one-line progress indicator with images/s on stderr."""
-
-    def __init__(self, total: int, label: str = "eval", enabled: bool = True):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
-        self.tty = sys.stderr.isatty()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > (0.2 if self.tty else 5.0) or self.done >= self.total):
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images, "
-                    f"{rate:.1f} img/s")
-            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
 
 
 def _ann_models(ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None) -> dict[str, onnx.ModelProto]:
@@ -239,21 +213,29 @@ def build_report(counts: EvalCounts, *, compare_baseline: bool, device: str, pro
 def evaluate(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *, total: int,
              T: int, tau: int | None = None, ann: onnx.ModelProto | dict[str, onnx.ModelProto] | None = None,
              compare_baseline: bool = False, chosen: tuple[Method, int] | None = None, chosen_label: str = "",
-             device: str = "auto", num_classes: int | None = None, progress: bool = True,
+             device: str = "auto", num_classes: int | None = None, progress: Progress = NULL_PROGRESS,
              settings: dict | None = None) -> EvalReport:
     """Accuracy per step of the spiking model (rows: the ANNs, then tau = 0 if asked, then tau) in this process.
 
     srp_onnx.distributed.Cluster.evaluate is the same over Ray workers, with the same result.
+    ``progress`` counts image-steps: each image through every row's tau + T steps, and one per ANN.
     """
     ev = Evaluator(snn, T=T, tau=tau, ann=ann, compare_baseline=compare_baseline, chosen=chosen,
                    chosen_label=chosen_label, device=device)
-    bar = Progress(total, enabled=progress)
+    per_image = sum(run[1] + T for run in ev.runs) + len(ev.ann_sessions)
+    done = [0]
+
+    def on_batch(images: int) -> None:
+        done[0] += images
+        progress.update(images * per_image)
+
+    progress.start(total * per_image, "image-steps", "eval")
     try:
-        counts = ev.count(batches(), bar.update)
+        counts = ev.count(batches(), on_batch)
     except KeyboardInterrupt:
-        raise EvalInterrupted(bar.done, total) from None
+        raise EvalInterrupted(done[0], total) from None
     finally:
-        bar.close()
+        progress.close()
     return build_report(counts, compare_baseline=compare_baseline, device=device, provider=ev.provider,
                         settings=settings)
 
@@ -265,20 +247,52 @@ def _row_name(method: Method, tau: int) -> str:
 
 
 def format_table(report: EvalReport, metric: str = "top1") -> str:
+    """The paper's table: a column per t = 1, 2, 4, ..., T; the ANN, which has no time steps, on its own line
+    above the header (never under a t column); under each SRP row, the total steps tau + t."""
     steps = report_steps(report.T)
-    width = max([16, *(len(r.name) + 2 for r in report.rows)])
-    head = f"{'row':<{width}}" + "".join(f"{'t=' + str(t):>9}" for t in steps)
-    lines = [f"accuracy ({metric}, %) on {report.n} images; t = steps after pre-simulation "
-             "(total steps = tau + t)", head]
+    label = {"top1": "top-1", "top5": "top-5"}[metric]
+    width = max([16] + [len(r.name) + 2 for r in report.rows])
+    lines = [f"accuracy ({label}, %) on {report.n} images; t = steps after pre-simulation "
+             "(total steps = tau + t)"]
+    lines += [f"{r.name}: {getattr(r, metric)[0]:.2f} (one pass, no time steps)" for r in report.rows
+              if r.tau is None]
+    lines.append(f"{'':<{width}}" + "".join(f"{'t=' + str(t):>9}" for t in steps))
     for r in report.rows:
-        vals = getattr(r, metric)
         if r.tau is None:
-            lines.append(f"{r.name:<{width}}" + f"{vals[0]:>9.2f}" + "  (no time steps)")
-        else:
-            lines.append(f"{r.name:<{width}}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
-            if r.tau:
-                lines.append(f"{'  total steps':<{width}}" + "".join(f"{r.tau + t:>9d}" for t in steps))
+            continue
+        vals = getattr(r, metric)
+        lines.append(f"{r.name:<{width}}" + "".join(f"{vals[t - 1]:>9.2f}" for t in steps))
+        if r.tau:
+            lines.append(f"{'  total steps':<{width}}" + "".join(f"{r.tau + t:>9d}" for t in steps))
     return "\n".join(lines)
+
+
+CSV_COLUMNS = ("method", "tau", "t", "total_steps", "top1", "top5")
+
+
+def csv_rows(report: EvalReport) -> list[dict]:
+    """One record per method and t (every t = 1..T); the ANN once, with no tau, t or total steps."""
+    rows = []
+    for r in report.rows:
+        if r.tau is None:
+            rows.append({"method": r.name, "tau": "", "t": "", "total_steps": "", "top1": r.top1[0],
+                         "top5": r.top5[0]})
+        else:
+            rows += [{"method": r.name, "tau": r.tau, "t": t + 1, "total_steps": r.tau + t + 1, "top1": a1, "top5": a5}
+                     for t, (a1, a5) in enumerate(zip(r.top1, r.top5))]
+    return rows
+
+
+def format_csv(report: EvalReport) -> str:
+    """:func:`csv_rows` as CSV text (accuracies in %, full float precision, as in the JSON)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    return buf.getvalue()
 
 
 @dataclasses.dataclass
@@ -359,16 +373,24 @@ def pick_tau(counts: TauCounts, criterion: str, default: int | None = None) -> T
 
 def choose_tau(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
                T: int | None = None, budget: int | None = None, max_tau: int = 16,
-               device: str = "auto", default: int | None = None) -> TauChoice:
+               device: str = "auto", default: int | None = None, total: int | None = None,
+               progress: Progress = NULL_PROGRESS) -> TauChoice:
     """Pick tau on *calibration* batches: best accuracy at step T, or at tau + t = budget.
 
     Ties go to the smaller tau (lower latency); when every tau ties, ``default`` (if given)
     is kept instead. The caller must pass batches of a split that is not the test split.
-    srp_onnx.distributed.Cluster.choose_tau is the same over Ray workers.
+    srp_onnx.distributed.Cluster.choose_tau is the same over Ray workers. ``progress`` counts image-steps
+    (``total`` images, if known, through every candidate's tau + t steps).
     """
     taus, criterion = tau_candidates(T=T, budget=budget, max_tau=max_tau)
     model = SpikingModel(snn, device=device)
-    return pick_tau(count_tau(model, taus, batches()), criterion, default)
+    per_image = sum(a + t for a, t in taus)
+    progress.start(None if total is None else total * per_image, "image-steps", "tau auto")
+    try:
+        counts = count_tau(model, taus, batches(), lambda images: progress.update(images * per_image))
+    finally:
+        progress.close()
+    return pick_tau(counts, criterion, default)
 
 
 # -- choosing the neuron rule on calibration data ------------------------------------------------------------
@@ -432,7 +454,8 @@ class MethodChoice:
 def choose_method(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
                   T: int, criterion: str = "safe", target: int | None = None, budget: int | None = None,
                   taus: Iterable[int] = DEFAULT_TAUS, methods: list[Method] | None = None,
-                  device: str = "auto") -> MethodChoice:
+                  device: str = "auto", total: int | None = None, progress: Progress = NULL_PROGRESS
+                  ) -> MethodChoice:
     """Choose the neuron rule and tau on *calibration* batches (never the test split), by ``criterion``:
 
     * ``safe`` (default): among the candidates that are never more than :data:`SAFE_SLACK`
@@ -444,7 +467,8 @@ def choose_method(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.
       tau < budget only), then the shorter tau.
 
     Every candidate (``methods`` x ``taus``; by default :func:`candidate_methods` of the
-    network's L) is simulated for T counted steps on every batch.
+    network's L) is simulated for T counted steps on every batch. ``progress`` counts image-steps
+    (``total`` images, if known).
     """
     if criterion not in CRITERIA:
         raise UsageError(f"method criterion {criterion!r}: choose one of {', '.join(CRITERIA)}.")
@@ -468,12 +492,18 @@ def choose_method(snn: onnx.ModelProto, batches: Callable[[], Iterable[tuple[np.
     plain = np.zeros(T, np.int64)
     correct = np.zeros((len(grid), T), np.int64)
     n = 0
-    for x, y in batches():
-        y = np.asarray(y, np.int64)
-        plain += _correct_per_step(model.simulate(x, T, 0, method=SRP).logits, y)
-        for k, (m, t) in enumerate(grid):
-            correct[k] += _correct_per_step(model.simulate(x, T, t, method=m).logits, y)
-        n += len(y)
+    per_image = T + sum(t + T for _, t in grid)
+    progress.start(None if total is None else total * per_image, "image-steps", "method auto")
+    try:
+        for x, y in batches():
+            y = np.asarray(y, np.int64)
+            plain += _correct_per_step(model.simulate(x, T, 0, method=SRP).logits, y)
+            for k, (m, t) in enumerate(grid):
+                correct[k] += _correct_per_step(model.simulate(x, T, t, method=m).logits, y)
+            n += len(y)
+            progress.update(len(y) * per_image)
+    finally:
+        progress.close()
     if n == 0:
         raise DataError("the calibration split holds no images; the neuron rule cannot be chosen.")
     cands = [Candidate(m, t, [int(v) for v in c]) for (m, t), c in zip(grid, correct)]

@@ -18,6 +18,7 @@ from srp_onnx.data import METADATA_KEY, PRESETS, Dataset, Preprocessing, open_da
 from srp_onnx.errors import DataError, UsageError
 from srp_onnx.load import read_model
 from srp_onnx.notes import Note, NoteKind
+from srp_onnx.progress import NULL_PROGRESS, Progress
 
 
 @dataclasses.dataclass
@@ -52,8 +53,9 @@ def _input_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
 
 
 def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: CalibOptions,
-               overrides: dict | None = None, cluster=None) -> Loaded:
-    """A spiking model as it is, or an ANN converted now (calibrated if it needs it).
+               overrides: dict | None = None, cluster=None, progress: Progress = NULL_PROGRESS) -> Loaded:
+    """A spiking model as it is, or an ANN converted now (calibrated if it needs it; ``progress``
+    counts the calibration images).
 
     ``cluster`` (a srp_onnx.distributed.Cluster): calibrate on its workers (the same thresholds).
     """
@@ -70,7 +72,8 @@ def open_model(path: str | os.PathLike[str], options: ConvertOptions, calib: Cal
         ds = open_dataset(calib.data, split="calib", preprocessing=pre, limit=calib.limit)
         how = dict(rule=options.calib_rule, percentile=options.percentile, per_channel=options.per_channel)
         if cluster is None:
-            calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())), **how)
+            calibrate(p, (x for x, _ in model_batches(ds, calib.batch_size, p.input_shape())), **how,
+                      total=len(ds), progress=progress)
             return
         source = DataSource.of(ds, calib.data, calib.batch_size, p.input_shape(), calib.limit)
         calibrate(p, None, collect=lambda model, sites: cluster.calib_stats(

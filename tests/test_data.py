@@ -549,7 +549,7 @@ def test_idx_folder_evaluates_like_the_builtin(tmp_path: Path) -> None:
     from srp_onnx_cli.main import main
 
     root, _ = mnist_idx_folder(tmp_path / "mnist-idx", gz=True)
-    sample = Path(__file__).parents[1] / "samples" / "mnist_qcfs.onnx"
+    from srp_onnx.demo import SAMPLE as sample
     res = []
     for spec in ("mnist", str(root)):
         out = tmp_path / f"{len(res)}.json"

@@ -54,7 +54,7 @@ def cluster(_clusters):
     from srp_onnx.distributed import Cluster
 
     if not _clusters or not _clusters[-1].workers:
-        _clusters.append(Cluster("auto", workers=2, progress=False))
+        _clusters.append(Cluster("auto", workers=2))
     return _clusters[-1]
 
 
@@ -156,8 +156,7 @@ def test_a_failing_worker_is_retried_and_every_image_counted_once(cluster, sampl
     src = FailingOnce("mnist", split="test", preprocessing=ds.preprocessing, limit=256, batch_size=32,
                       input_shape=sample.input_shape, how=how, marker=marker, times=times)
     plain = DataSource.of(ds, "mnist", 32, sample.input_shape, 256)
-    here = evaluate(sample.snn, lambda: plain.batches(), total=len(ds), T=4, tau=4, ann=sample.ann, device="cpu",
-                    progress=False)
+    here = evaluate(sample.snn, lambda: plain.batches(), total=len(ds), T=4, tau=4, ann=sample.ann, device="cpu")
     there = cluster.evaluate(sample.snn, src, T=4, tau=4, ann=sample.ann)
     assert len(list(tmp_path.iterdir())) == times
     assert there.to_json()["rows"] == here.to_json()["rows"] and there.n == here.n == 256

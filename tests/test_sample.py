@@ -15,11 +15,11 @@ from srp_onnx_cli.main import main
 from srp_onnx.analysis import analyze
 from srp_onnx.convert import ConvertOptions, convert
 from srp_onnx.data import METADATA_KEY, Preprocessing, open_dataset
+from srp_onnx.demo import SAMPLE
 from srp_onnx.graph import from_onnx
 from srp_onnx.runtime import SpikingModel
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "samples" / "mnist_qcfs.onnx"
 DIGITS_QCFS = ROOT / "tests" / "data" / "exporters"
 
 

@@ -37,17 +37,18 @@ def work(tmp_path):
 
 @pytest.mark.parametrize("case", [
     ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/m.snn.onnx"),
-    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--plot", "{w}/m.snn.onnx"),
+    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--csv", "{w}/m.snn.onnx"),
     ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/d.npz"),
     ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--ann", "{w}/m.onnx", "--json", "{w}/m.onnx"),
     ("analyze", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/m.snn.onnx"),
-    ("analyze", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--plot", "{w}/d.npz"),
+    ("analyze", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/d.npz"),
     ("convert", "{w}/r.onnx", "--calib", "{w}/cal.npz", "-o", "{w}/cal.npz"),
     ("convert", "{w}/m.onnx", "-o", "{w}/./sub/../m.onnx"),
     ("convert", "{w}/m.onnx", "-o", "{w}/hard.onnx"),  # a hard link to the model
     ("convert", "{w}/m.onnx", "-o", "{w}/soft.onnx"),  # a symlink to the model
-    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/x.json", "--plot", "{w}/x.json"),
-    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/x.json", "--plot", "{w}/sub/../x.json"),
+    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/x.json", "--csv", "{w}/x.json"),
+    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/x.json", "--csv", "{w}/sub/../x.json"),
+    ("eval", "{w}/m.snn.onnx", "--data", "{w}/d.npz", "--json", "{w}/x.svg", "--plot", "{w}/x.svg"),
 ], ids=lambda c: "-".join(Path(a).name for a in c if not a.startswith("-")))
 def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work(work, case):
     (work / "sub").mkdir()

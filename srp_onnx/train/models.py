@@ -3,12 +3,13 @@
 Every activation is a :class:`~srp_onnx.train.qcfs.QCFS` and every pooling
 layer is average pooling, so the exported graph converts to an SNN as is.
 
-Module names follow the paper's public code (QCFS, github.com/putshua/
-SNN_conversion_QCFS, which SRP's github.com/hzc1208/ANN_SNN_SRP builds on)
-so that ``load_checkpoint`` reads its state_dicts without renaming. The
-paper code builds the nets with ``nn.ReLU`` and swaps each one for
-``MyFloor`` (parameter ``up``, shape ``[1]``) in place, so the QCFS modules
-sit at the index or attribute name of the ReLU they replaced:
+Module names follow the SRP paper's public code (github.com/hzc1208/ANN2SNN_SRP,
+which builds on the QCFS code, github.com/putshua/SNN_conversion_QCFS) so that
+``load_checkpoint`` reads its state_dicts without renaming. That code builds
+the nets with ``nn.ReLU`` and ``replace_activation_by_floor`` swaps each one in
+place for its ``QCFS`` module (``modules.py``: parameter ``up``, shape ``[1]``;
+L is the plain attribute ``t``, so a saved state_dict does not hold L), so the
+QCFS modules sit at the index or attribute name of the ReLU they replaced:
 
 VGG-16 (``layer1``..``layer5``: ``[Conv, BN, act, Dropout] * n + pool``)::
 

@@ -25,7 +25,10 @@ _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
                    "folder for the full MNIST); without it mnist is the built-in 5k, digits never takes one.")
 @click.option("--arch", type=click.Choice(_ARCHS), default="resnet20", show_default=True, help="Network.")
 @click.option("--L", "L", type=click.IntRange(min=1), default=None,
-              help="QCFS quantization levels [default: 4; taken from the checkpoint with --load].")
+              help="QCFS quantization levels [default: 4]. With --load: our checkpoints record L (leave it out); "
+                   "the paper code's state_dicts do not, so give it, and it cannot be checked from the weights: "
+                   "a wrong L shows only as a low ANN accuracy, measured when the test data is at hand "
+                   "(--data-dir).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs [default: 300 CIFAR, 120 ImageNet, 30 mnist/digits].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -80,8 +83,15 @@ def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs:
                                  device=device, exporter=exporter, num_workers=num_workers, threads=threads,
                                  progress=not quiet)
         click.echo(f"model: {done.onnx_path}")
+        L_used = done.info["L"]
+        if not done.info.get("L_recorded"):
+            click.echo(f"L = {L_used} from --L: a paper-code checkpoint does not record L, so it cannot be checked "
+                       "from the weights; the ANN accuracy is the check", err=True)
         if done.ann_accuracy is not None:
-            click.echo(f"ann test accuracy: {done.ann_accuracy:.2f}%")
+            click.echo(f"ann test accuracy: {done.ann_accuracy:.2f}% (with L = {L_used})")
+        else:
+            click.echo(f"ann test accuracy: not measured (no test data; give --data-dir to measure it with "
+                       f"L = {L_used})")
         return
     config = TrainConfig(dataset=dataset, arch=arch, data_dir=str(data_dir) if data_dir else None,
                          L=4 if L is None else L, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size,

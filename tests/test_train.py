@@ -190,7 +190,7 @@ def test_qcfs_exports_as_plain_onnx_ops(tmp_path: Path, exporter: str) -> None:
 
 # -- paper-compatible module names ---------------------------------------------------------------
 
-# Key names of the paper code's state_dicts (QCFS/SRP repos: ReLUs swapped in place for MyFloor(up)).
+# Key names of the paper code's state_dicts (hzc1208/ANN2SNN_SRP: ReLUs swapped in place for its QCFS(up, t=L)).
 PAPER_VGG16_KEYS = [
     "layer1.0.weight", "layer1.0.bias", "layer1.1.weight", "layer1.1.bias", "layer1.1.running_mean",
     "layer1.1.running_var", "layer1.1.num_batches_tracked", "layer1.2.up", "layer1.4.weight", "layer1.6.up",
@@ -254,7 +254,8 @@ def test_paper_state_dict_loads_with_load_and_exports(tmp_path: Path, tiny_cifar
                                             "resnet20", "--L", "4", "--load", str(ckpt), "--out", str(out),
                                             "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "ann test accuracy" in result.output
+    assert "ann test accuracy" in result.output and "(with L = 4)" in result.output
+    assert "cannot be checked" in result.stderr  # a paper checkpoint's L is the user's word
     x = load_data("cifar10", tiny_cifar, splits=("test",)).test
     assert x is not None
     batch = np.stack([x[i][0].numpy() for i in range(4)])
@@ -279,6 +280,21 @@ def test_paper_vgg16_state_dict_loads_with_load_and_exports(tmp_path: Path, tiny
     assert x is not None
     batch = np.stack([x[i][0].numpy() for i in range(2)])
     _check_export(out / "model.onnx", paper, batch, dataset="cifar10", arch="vgg16")
+
+
+def test_load_without_data_says_no_accuracy_was_measured(tmp_path: Path) -> None:
+    from srp_onnx_cli.train import train as train_cmd
+
+    torch.manual_seed(5)
+    ckpt = tmp_path / "paper.pth"
+    torch.save(build_model("resnet20", 10).state_dict(), ckpt)
+    result = CliRunner().invoke(train_cmd, ["--dataset", "cifar10", "--arch", "resnet20", "--L", "8", "--load",
+                                            str(ckpt), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "not measured" in result.output and "L = 8" in result.output
+    assert "cannot be checked" in result.stderr
+    r = CliRunner().invoke(train_cmd, ["--help"])
+    assert "taken from the checkpoint" not in r.output and "cannot be checked" in r.output
 
 
 def test_load_refuses_a_checkpoint_of_another_arch(tmp_path: Path) -> None:

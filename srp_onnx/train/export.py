@@ -171,8 +171,10 @@ def load_checkpoint(path: str | Path, arch: str, num_classes: int | None = None,
     state_dicts. Arguments left as ``None`` come from our checkpoint's record,
     else from the weights' shapes; ``L`` must be given for paper checkpoints
     (the paper code does not save it). Returns ``(model, info)`` where
-    ``info`` holds ``arch``, ``num_classes``, ``L``, ``in_channels``,
-    ``image_size``, and for our checkpoints ``dataset`` and ``best_acc``.
+    ``info`` holds ``arch``, ``num_classes``, ``L``, ``L_recorded`` (whether the
+    checkpoint itself says L: only ours do, so a paper checkpoint's L cannot be
+    checked against its weights), ``in_channels``, ``image_size``, and for our
+    checkpoints ``dataset`` and ``best_acc``.
     """
     obj = read_checkpoint(path)
     state = extract_state_dict(obj)
@@ -216,5 +218,6 @@ def load_checkpoint(path: str | Path, arch: str, num_classes: int | None = None,
                         "check --arch, or see srp_onnx/train/models.py for the expected key names.")
     model.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
     model.eval()
-    info.update(arch=arch, num_classes=shape_classes, L=L, in_channels=shape_in, image_size=int(image_size))
+    info.update(arch=arch, num_classes=shape_classes, L=L, L_recorded=ours, in_channels=shape_in,
+                image_size=int(image_size))
     return model, info

@@ -13,16 +13,25 @@ import click
 
 from srp_onnx.errors import UsageError
 
-_DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits")
+_DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits", "custom32")
 _ARCHS = ("cnn", "vgg16", "resnet8", "resnet18", "resnet20", "resnet34")
 _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
 
 
 @click.command("train")
-@click.option("--dataset", required=True, type=click.Choice(_DATASETS), help="Dataset to train on.")
+@click.option("--dataset", required=True, type=click.Choice(_DATASETS),
+              help="Dataset to train on. custom32: a 3x32x32 dataset of your own in --data-dir (CIFAR-format "
+                   "folder or .npz of uint8 x [N, 32, 32, 3] and y), trained with the CIFAR-10 recipe; give its "
+                   "--num-classes and --mean/--std.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Dataset folder (CIFAR pickle folder, ImageNet root with train/ and val/, MNIST IDX "
                    "folder for the full MNIST); without it mnist is the built-in 5k, digits never takes one.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=None,
+              help="custom32 only: the number of classes (labels 0..N-1).")
+@click.option("--mean", default=None, metavar="R,G,B",
+              help="custom32 only: per-channel mean of pixels / 255 [default: 0.5,0.5,0.5].")
+@click.option("--std", default=None, metavar="R,G,B",
+              help="custom32 only: per-channel std of pixels / 255 [default: 0.5,0.5,0.5].")
 @click.option("--arch", type=click.Choice(_ARCHS), default="resnet20", show_default=True, help="Network.")
 @click.option("--L", "L", type=click.IntRange(min=1), default=None,
               help="QCFS quantization levels [default: 4]. With --load: our checkpoints record L (leave it out); "
@@ -54,7 +63,7 @@ _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (1 is fastest for small models on a busy machine) [default: torch's].")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
-def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs: int | None, lr: float | None,
+def train(dataset: str, data_dir: Path | None, num_classes: int | None, mean: str | None, std: str | None, arch: str, L: int | None, epochs: int | None, lr: float | None,
           wd: float | None, batch_size: int, seed: int, out: Path, resume: Path | None, load: Path | None,
           device: str, exporter: str, num_workers: int, image_size: int | None, threads: int | None,
           quiet: bool) -> None:
@@ -77,11 +86,13 @@ def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs:
     from srp_onnx.train import TrainConfig, export_checkpoint
     from srp_onnx.train import train as run_training
 
+    custom = _custom(dataset, num_classes, mean, std)
+
     if load is not None:
         done = export_checkpoint(load, dataset=dataset, arch=arch, out=out,
                                  data_dir=str(data_dir) if data_dir else None, L=L, image_size=image_size,
                                  device=device, exporter=exporter, num_workers=num_workers, threads=threads,
-                                 progress=not quiet)
+                                 progress=not quiet, custom=custom)
         click.echo(f"model: {done.onnx_path}")
         L_used = done.info["L"]
         if not done.info.get("L_recorded"):
@@ -97,7 +108,7 @@ def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs:
                          L=4 if L is None else L, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size,
                          seed=seed, out=str(out), resume=str(resume) if resume else None,
                          num_workers=num_workers, device=device, exporter=exporter, image_size=image_size,
-                         threads=threads, progress=not quiet)
+                         threads=threads, progress=not quiet, custom=custom)
     try:
         result = run_training(config)
     except KeyboardInterrupt:
@@ -108,3 +119,28 @@ def train(dataset: str, data_dir: Path | None, arch: str, L: int | None, epochs:
         click.echo(f"model: {result.onnx_path}")
         click.echo(f"checkpoints: {result.best_path} {result.last_path}")
         click.echo(f"best ann test accuracy: {result.best_acc:.2f}% (last epoch {result.last_acc:.2f}%)")
+
+
+def _custom(dataset: str, num_classes: int | None, mean: str | None, std: str | None):
+    """The CustomData of --dataset custom32; --num-classes/--mean/--std with another dataset are refused."""
+    from srp_onnx.train.datasets import CUSTOM, CustomData
+
+    if dataset != CUSTOM:
+        given = [f"--{n}" for n, v in (("num-classes", num_classes), ("mean", mean), ("std", std)) if v is not None]
+        if given:
+            raise click.BadParameter(f"{', '.join(given)} describe a custom32 dataset; {dataset} has its own.",
+                                     param_hint="/".join(given))
+        return None
+    if num_classes is None:
+        raise click.BadParameter("--dataset custom32 needs the number of classes.", param_hint="--num-classes")
+
+    def floats(text: str | None, name: str) -> tuple[float, ...]:
+        if text is None:
+            return (0.5, 0.5, 0.5)
+        try:
+            return tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise click.BadParameter(f"'{text}': give three comma-separated numbers, e.g. 0.5,0.5,0.5.",
+                                     param_hint=f"--{name}") from None
+
+    return CustomData(num_classes, floats(mean, "mean"), floats(std, "std"))

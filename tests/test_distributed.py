@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from srp_onnx_cli.main import main
 
 from srp_onnx.convert import ConvertOptions
+from srp_onnx.demo import SAMPLE
 from srp_onnx.errors import DataError
 from srp_onnx.evaluate import EvalInterrupted, choose_tau, evaluate
 from srp_onnx.pipeline import CalibOptions, DataSource, open_data, open_model
@@ -26,7 +27,6 @@ from srp_onnx.pipeline import CalibOptions, DataSource, open_data, open_model
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "samples" / "mnist_qcfs.onnx"
 RELU = ROOT / "tests" / "data" / "exporters" / "torch_ts_relu_cnn.onnx"  # ReLU: thresholds from --calib
 
 

@@ -297,6 +297,31 @@ def test_load_without_data_says_no_accuracy_was_measured(tmp_path: Path) -> None
     assert "taken from the checkpoint" not in r.output and "cannot be checked" in r.output
 
 
+def test_custom32_names_its_class_count_and_normalisation(tmp_path: Path, tiny_cifar: Path) -> None:
+    """A 3x32x32 dataset of one's own trains as custom32 with its class count and mean/std, not as cifar10."""
+    from srp_onnx_cli.main import main
+    from srp_onnx_cli.train import train as train_cmd
+
+    out = tmp_path / "out"
+    args = ["--dataset", "custom32", "--data-dir", str(tiny_cifar), "--arch", "cnn", "--epochs", "1",
+            "--batch-size", "20", "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
+    result = CliRunner().invoke(train_cmd, [*args, "--num-classes", "12", "--mean", "0.4,0.45,0.5",
+                                            "--std", "0.25,0.2,0.3"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    proto = onnx.load(str(out / "model.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["srp_onnx.dataset"] == "custom32"
+    pre = Preprocessing.from_json(meta[METADATA_KEY])
+    assert pre.mean == (0.4, 0.45, 0.5) and pre.std == (0.25, 0.2, 0.3) and pre.size == (32, 32)
+    assert proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 12
+    # labels up to 9 do not fit 5 classes; the custom options do not apply to cifar10; custom32 needs a count
+    for extra, needle in ((["--dataset", "custom32", "--num-classes", "5"], "labels up to 9"),
+                          (["--dataset", "cifar10", "--num-classes", "10"], "custom32"),
+                          (["--dataset", "custom32"], "--num-classes")):
+        r = CliRunner().invoke(main, ["train", *args[2:], *extra])
+        assert r.exit_code == 2 and needle in r.stderr, (extra, r.output)
+
+
 def test_load_refuses_a_checkpoint_of_another_arch(tmp_path: Path) -> None:
     ckpt = tmp_path / "r20.pth"
     torch.save(build_model("resnet20", 10).state_dict(), ckpt)

@@ -10,7 +10,8 @@ Augmentation (the paper code's recipe, see docs/srp-algorithm.md section 1):
 
 - CIFAR: RandomCrop(32, padding=4), horizontal flip, AutoAugment (CIFAR-10
   policy), normalisation, Cutout (one hole; 16 px on CIFAR-10, 8 px on
-  CIFAR-100). Test: normalisation only.
+  CIFAR-100). Test: normalisation only. ``custom32`` (a 3x32x32 dataset of one's
+  own, :class:`CustomData`: its class count and normalisation) takes CIFAR-10's.
 - ImageNet: RandomResizedCrop(crop), horizontal flip. Test: Resize(resize) +
   CenterCrop(crop) (256/224 by default), done by ``Preprocessing.apply`` itself
   (the test transform of every dataset is that function, so the accuracy in
@@ -37,9 +38,29 @@ from torchvision import transforms as T
 
 from srp_onnx.errors import DataError, UsageError
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "mnist", "digits")
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "mnist", "digits", "custom32")
 BUILTIN_DATASETS: tuple[str, ...] = ("mnist", "digits")
+CUSTOM = "custom32"
 _CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100}
+
+
+@dataclass(frozen=True)
+class CustomData:
+    """What a 3x32x32 dataset of one's own (``custom32``) cannot say by its name: its class count and its
+    normalisation, ``(x / 255 - mean) / std`` per channel. It trains with the CIFAR-10 recipe."""
+
+    num_classes: int
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise UsageError(f"--num-classes must be at least 2, got {self.num_classes}.")
+        for name, v in (("mean", self.mean), ("std", self.std)):
+            if len(v) != 3:
+                raise UsageError(f"--{name} of a 3x32x32 dataset takes 3 values (one per channel), got {len(v)}.")
+        if min(self.std) <= 0:
+            raise UsageError("--std values must be positive.")
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -140,10 +161,19 @@ class DataBundle:
     image_size: int
 
 
-def _preprocessing(dataset: str, image_size: int | None) -> Any:
-    """The dataset's preset, with ImageNet's crop/resize changed when ``image_size`` is given."""
+def _preprocessing(dataset: str, image_size: int | None, custom: CustomData | None = None) -> Any:
+    """The dataset's preset, with ImageNet's crop/resize changed when ``image_size`` is given; for
+    ``custom32``, CIFAR's geometry with ``custom``'s normalisation."""
     from srp_onnx.data import PRESETS
 
+    if dataset == CUSTOM:
+        if custom is None:
+            raise UsageError("--dataset custom32 needs --num-classes (and --mean/--std unless 0.5 suits).")
+        if image_size is not None:
+            raise UsageError("--image-size only applies to imagenet (crop size), not 'custom32'; leave it out.")
+        return dataclasses.replace(PRESETS["cifar10"], mean=tuple(custom.mean), std=tuple(custom.std))
+    if custom is not None:
+        raise UsageError(f"--num-classes/--mean/--std describe a custom32 dataset; {dataset} has its own.")
     if dataset not in PRESETS:
         raise UsageError(f"No preprocessing preset for dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
     pre = PRESETS[dataset]
@@ -191,7 +221,7 @@ def build_transforms(dataset: str, pre: Any) -> tuple[Transform, Transform]:
     height, width = _size(pre)
     test = PreprocessingTransform(pre)
     train: Transform
-    if dataset in ("cifar10", "cifar100"):
+    if dataset in ("cifar10", "cifar100", CUSTOM):
         train = T.Compose([
             T.RandomCrop((height, width), padding=4),
             T.RandomHorizontalFlip(),
@@ -209,7 +239,7 @@ def build_transforms(dataset: str, pre: Any) -> tuple[Transform, Transform]:
     return train, test
 
 
-_GEOMETRY = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "mnist": (28, 28, 1)}  # H, W, C per image
+_GEOMETRY = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), CUSTOM: (32, 32, 3), "mnist": (28, 28, 1)}  # H, W, C
 
 
 def _array_spec(dataset: str, data_dir: str | Path | None) -> str:
@@ -223,17 +253,18 @@ def _array_spec(dataset: str, data_dir: str | Path | None) -> str:
 
 
 def load_data(dataset: str, data_dir: str | Path | None, *, image_size: int | None = None,
-              splits: Sequence[str] = ("train", "test")) -> DataBundle:
+              splits: Sequence[str] = ("train", "test"), custom: CustomData | None = None) -> DataBundle:
     """Open ``dataset`` (one of :data:`DATASETS`) for training and/or testing.
 
     ``splits`` picks which of ``"train"`` / ``"test"`` to load; the other
     is ``None`` in the bundle (``--load`` only needs the test split).
+    ``custom`` describes a ``custom32`` dataset (and only that).
     """
     from srp_onnx.data import image_folder_samples, load_arrays, load_image
 
     if dataset not in DATASETS:
         raise UsageError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
-    pre = _preprocessing(dataset, image_size)
+    pre = _preprocessing(dataset, image_size, custom)
     train_tf, test_tf = build_transforms(dataset, pre)
     height, width = _size(pre)
     if height != width:
@@ -253,6 +284,11 @@ def load_data(dataset: str, data_dir: str | Path | None, *, image_size: int | No
         for split in splits:
             images, labels, classes = load_arrays(spec, split=split)
             num_classes = max(num_classes, int(classes))
+            if custom is not None:
+                if num_classes > custom.num_classes:
+                    raise DataError(f"--data-dir {str(data_dir)!r} holds labels up to {num_classes - 1}, more than "
+                                    f"--num-classes {custom.num_classes} allows; give the right --num-classes.")
+                num_classes = custom.num_classes
             expected = _CLASSES.get(dataset)
             if expected is not None and num_classes != expected:
                 raise DataError(f"--data-dir {str(data_dir)!r} holds a {num_classes}-class dataset, "

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from srp_onnx.errors import UsageError
-from srp_onnx.train.datasets import DATASETS, DataBundle, load_data
+from srp_onnx.train.datasets import DATASETS, CustomData, DataBundle, load_data
 from srp_onnx.train.export import (
     CHECKPOINT_FORMAT,
     EXPORTERS,
@@ -60,6 +60,7 @@ DEFAULTS: dict[str, tuple[int, float, float]] = {
     "imagenet": (120, 0.1, 1e-4),
     "mnist": (30, 0.1, 5e-4),
     "digits": (30, 0.1, 5e-4),
+    "custom32": (300, 0.02, 5e-4),  # the CIFAR recipe
 }
 
 
@@ -96,6 +97,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     progress: bool = True
     export: bool = True
+    custom: CustomData | None = None  # the class count and normalisation of a custom32 dataset
     #: Called on rank 0 after each epoch's checkpoints are written (logging, early stop by raising).
     on_epoch: Callable[[EpochStats], None] | None = field(default=None, repr=False, compare=False)
 
@@ -256,7 +258,9 @@ def _checkpoint_state(config: TrainConfig, bundle: DataBundle, model: nn.Module,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         # Plain values only, so the file loads with torch.load(weights_only=True).
-        "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "on_epoch"},
+        "config": {f.name: (dataclasses.asdict(getattr(config, f.name)) if f.name == "custom" and config.custom
+                            else getattr(config, f.name))
+                   for f in dataclasses.fields(config) if f.name != "on_epoch"},
     }
 
 
@@ -304,7 +308,7 @@ def _train(config: TrainConfig, info: _Dist, device: torch.device) -> TrainResul
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    bundle = load_data(config.dataset, config.data_dir, image_size=config.image_size)
+    bundle = load_data(config.dataset, config.data_dir, image_size=config.image_size, custom=config.custom)
     assert bundle.train is not None and bundle.test is not None
     out = Path(config.out)
     if info.main:
@@ -405,7 +409,7 @@ def export_checkpoint(checkpoint: str | Path, *, dataset: str, arch: str, out: s
                       data_dir: str | None = None, L: int | None = None, image_size: int | None = None,
                       device: str = "auto", exporter: str = "torchscript", batch_size: int = 256,
                       num_workers: int = 0, threads: int | None = None, evaluate_accuracy: bool = True,
-                      progress: bool = True) -> ExportResult:
+                      progress: bool = True, custom: CustomData | None = None) -> ExportResult:
     """Export a trained checkpoint (ours or the paper code's) to ``out/model.onnx``.
 
     When the dataset's test split can be opened (built-in datasets, or
@@ -420,14 +424,14 @@ def export_checkpoint(checkpoint: str | Path, *, dataset: str, arch: str, out: s
         torch.set_num_threads(threads)
     have_data = evaluate_accuracy and (data_dir is not None or dataset in ("mnist", "digits"))
     if have_data:
-        bundle = load_data(dataset, data_dir, image_size=image_size, splits=("test",))
+        bundle = load_data(dataset, data_dir, image_size=image_size, splits=("test",), custom=custom)
         pre, channels, size, classes = bundle.preprocessing, bundle.in_channels, bundle.image_size, bundle.num_classes
     else:
         from srp_onnx.train.datasets import _preprocessing, _size
 
-        pre = _preprocessing(dataset, image_size)
+        pre = _preprocessing(dataset, image_size, custom)
         size = _size(pre)[0]
-        channels, classes = int(getattr(pre, "channels", 3)), None
+        channels, classes = int(getattr(pre, "channels", 3)), None if custom is None else custom.num_classes
     model, info = load_checkpoint(checkpoint, arch, classes, L, in_channels=channels, image_size=size)
     if info["image_size"] != size and arch in ("vgg16", "cnn"):
         raise UsageError(f"Checkpoint {str(checkpoint)!r} expects {info['image_size']}px inputs, "

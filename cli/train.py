@@ -63,7 +63,8 @@ _TORCH_MISSING = "training needs torch: pip install 'srp-onnx[train]'"
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (1 is fastest for small models on a busy machine) [default: torch's].")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
-def train(dataset: str, data_dir: Path | None, num_classes: int | None, mean: str | None, std: str | None, arch: str, L: int | None, epochs: int | None, lr: float | None,
+def train(dataset: str, data_dir: Path | None, num_classes: int | None, mean: str | None, std: str | None, arch: str,
+          L: int | None, epochs: int | None, lr: float | None,
           wd: float | None, batch_size: int, seed: int, out: Path, resume: Path | None, load: Path | None,
           device: str, exporter: str, num_workers: int, image_size: int | None, threads: int | None,
           quiet: bool) -> None:
@@ -87,6 +88,7 @@ def train(dataset: str, data_dir: Path | None, num_classes: int | None, mean: st
     from srp_onnx.train import train as run_training
 
     custom = _custom(dataset, num_classes, mean, std)
+    quiet = quiet or bool((click.get_current_context().find_root().obj or {}).get("quiet"))  # srp-onnx -q train
 
     if load is not None:
         done = export_checkpoint(load, dataset=dataset, arch=arch, out=out,

@@ -175,15 +175,16 @@ def test_a_data_error_on_a_worker_is_raised_as_it_is(cluster, sample, tmp_path):
 
 
 def test_ctrl_c_stops_the_workers_and_reports_how_far_it_got(cluster, sample, monkeypatch):
-    from srp_onnx import evaluate as evaluate_mod
+    from srp_onnx.progress import NULL_PROGRESS
 
     c = cluster
     workers = list(c.workers)
 
-    def interrupt(self, n):
-        raise KeyboardInterrupt
+    class Interrupting(type(NULL_PROGRESS)):
+        def update(self, n):
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate_mod.Progress, "update", interrupt)  # the driver is interrupted after a shard
+    monkeypatch.setattr(c, "progress", Interrupting())  # the driver is interrupted after a shard
     with pytest.raises(EvalInterrupted, match="no results were written"):
         c.evaluate(sample.snn, _mnist(sample, "test", limit=96), T=2, tau=0)
     assert c.workers == [] and ray.is_initialized()  # the workers were killed; the test's Ray instance stays

@@ -18,7 +18,8 @@ class TqdmProgress:
 
     def start(self, total: int | None, unit: str, desc: str) -> None:
         self.close()
-        self._bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False, unit_scale=True,
+        self._bar = tqdm(total=total, unit=" " + unit, desc=desc, file=sys.stderr, leave=False,
+                         unit_scale=total is None or total >= 100_000,  # 1.2M/3.4M, but 300/2400 as they are
                          dynamic_ncols=True, smoothing=0.1)
 
     def update(self, n: int) -> None:
@@ -39,4 +40,12 @@ def progress_enabled() -> bool:
 
 
 def cli_progress() -> Progress:
-    return TqdmProgress() if progress_enabled() else NULL_PROGRESS
+    """A bar for one long step of the running command; closed with the command, however it ends (so an
+    error line is never printed under a bar still drawn)."""
+    if not progress_enabled():
+        return NULL_PROGRESS
+    bar = TqdmProgress()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(bar.close)
+    return bar

@@ -3,7 +3,7 @@
     python bench/bench_ray.py            # writes its section of bench/RESULTS.md (between markers)
     python bench/bench_ray.py --limit 200 --no-write
 
-The sample (samples/mnist_qcfs.onnx, converted here) is evaluated on the built-in MNIST test
+The sample (srp_onnx/samples/mnist_qcfs.onnx, converted here) is evaluated on the built-in MNIST test
 split as `srp-onnx eval` does it (the ANN row and the SRP row, tau = 4, batch 64). Each
 distributed run reports:
   * start: making the Cluster (Ray is up already): worker processes started and imported;
@@ -43,11 +43,12 @@ def main() -> None:
     import ray
 
     from srp_onnx.convert import ConvertOptions
+    from srp_onnx.demo import SAMPLE
     from srp_onnx.distributed import Cluster
     from srp_onnx.evaluate import evaluate
     from srp_onnx.pipeline import CalibOptions, DataSource, open_data, open_model
 
-    loaded = open_model(ROOT / "samples" / "mnist_qcfs.onnx", ConvertOptions(tau=4), CalibOptions())
+    loaded = open_model(SAMPLE, ConvertOptions(tau=4), CalibOptions())
     ds = open_data("mnist", loaded, limit=args.limit)
     src = DataSource.of(ds, "mnist", args.batch_size, loaded.input_shape, args.limit)
     one = DataSource.of(open_data("mnist", loaded, limit=args.batch_size), "mnist", args.batch_size,
@@ -58,7 +59,7 @@ def main() -> None:
     rows = []
 
     t = time.perf_counter()
-    base = evaluate(loaded.snn, lambda: src.batches(), total=n, device="cpu", progress=False, **how)
+    base = evaluate(loaded.snn, lambda: src.batches(), total=n, device="cpu", **how)
     single = time.perf_counter() - t
     rows.append(("one process (no Ray)", None, None, single, n / single))
     print(f"one process: {single:.1f} s, {n / single:.1f} images/s", file=sys.stderr)
@@ -70,7 +71,7 @@ def main() -> None:
     try:
         for w in (int(v) for v in args.workers.split(",")):
             t = time.perf_counter()
-            with Cluster("auto", workers=w, device="cpu", progress=False) as c:
+            with Cluster("auto", workers=w, device="cpu") as c:
                 start = time.perf_counter() - t
                 t = time.perf_counter()
                 c.evaluate(loaded.snn, one, **how)
@@ -91,7 +92,7 @@ def main() -> None:
         BEGIN,
         "## Distributed eval on Ray (issue 14)",
         "",
-        f"Produced by `python bench/bench_ray.py` on {stamp}: the sample (`samples/mnist_qcfs.onnx`) on "
+        f"Produced by `python bench/bench_ray.py` on {stamp}: the sample (`srp_onnx/samples/mnist_qcfs.onnx`) on "
         f"{n} MNIST test images, T = {args.T}, tau = 4, batch {args.batch_size}, the ANN and SRP rows as "
         f"`srp-onnx eval` runs them. {os.cpu_count()} CPUs visible; Python {platform.python_version()}, "
         f"onnxruntime {onnxruntime.__version__}, ray {ray.__version__}. Load average "

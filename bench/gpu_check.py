@@ -5,7 +5,7 @@
     python bench/gpu_check.py --out $OUT/GPU_RESULTS.md
     python bench/gpu_check.py --dry-run             # the CPU provider and a tiny net, seconds (CI)
 
-For the sample (samples/mnist_qcfs.onnx) and the bench's CIFAR-sized VGG-16 and ResNet-20
+For the sample (srp_onnx/samples/mnist_qcfs.onnx) and the bench's CIFAR-sized VGG-16 and ResNet-20
 (bench/bench.py's builders: random *dyadic* weights, so every sum is exact in float32):
 
 1. Parity: the SNN on the CUDA provider in step mode, unrolled mode, and unrolled mode with
@@ -49,8 +49,8 @@ for _p in (ROOT, HERE):  # srp_onnx from this checkout (the GPU machine has it u
         sys.path.insert(0, str(_p))
 
 import bench  # noqa: E402  (bench/bench.py: build, dyadic_input, torch_snn, run_torch_snn, time_variants)
+from srp_onnx.demo import SAMPLE  # noqa: E402  (package data: srp_onnx/samples/mnist_qcfs.onnx)
 
-SAMPLE = ROOT / "samples" / "mnist_qcfs.onnx"
 TAU = 4
 FULL = {"Ts": (8, 32), "batches": (1, 32, 256), "spike_batch": 32, "reps": 10, "budget_s": 3.0}
 DRY = {"Ts": (8,), "batches": (1, 4), "spike_batch": 4, "reps": 3, "budget_s": 0.5}

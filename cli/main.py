@@ -59,6 +59,8 @@ class Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `srp-onnx inspect m.onnx | head` ends quietly
+        # onnxruntime's telemetry warns on stderr (a second line) where $HOME is unwritable; the CLI sends none.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
@@ -66,10 +68,11 @@ class Group(click.Group):
             sys.exit(e.exit_code)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "srp-onnx"
-            click.echo(f"srp-onnx: error: {e.format_message()} (see '{where} --help')", err=True)
+            message = " ".join(e.format_message().split())  # click lists choices on several lines
+            click.echo(f"srp-onnx: error: {safe(message)} (see '{where} --help')", err=True)
             sys.exit(2)
         except click.ClickException as e:
-            click.echo(f"srp-onnx: error: {e.format_message()}", err=True)
+            click.echo(f"srp-onnx: error: {safe(' '.join(e.format_message().split()))}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("srp-onnx: interrupted; nothing was written.", err=True)

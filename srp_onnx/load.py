@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper, shape_inference, version_converter
+from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
 
-from srp_onnx.errors import ModelError
+from srp_onnx.errors import ModelError, quote
 
 WORKING_OPSET = 17
 MIN_OPSET = 7
+MAX_MODEL_BYTES = 1 << 31  # 2 GiB: the graph file, and its external weights in all (protobuf's own limit)
+MAX_GENERATED_ELEMENTS = 1 << 28  # 256 M values (1 GiB of floats) made by one node from constants
 MAX_TENSOR_ELEMENTS = 1 << 33  # 8 G elements: far beyond any classifier, refuses absurd declarations
 _ELEM_SIZE = {
     onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
@@ -44,13 +47,24 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Parse and validate the file; external data is loaded after its paths are checked."""
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"'{p}': no such file. Check the path.")
-    if not p.is_file():
-        raise ModelError(f"'{p}': not a file. Give the path of an .onnx model file.")
-    data = p.read_bytes()
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if not os.path.lexists(p):
+            raise ModelError(f"{quote(p)}: no such file. Check the path.") from None
+        raise ModelError(f"{quote(p)}: cannot be read ({os.strerror(e.errno or 0)}). Check the path.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{quote(p)}: not a regular file. Give the path of an .onnx model file.")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise ModelError(f"{quote(p)}: {st.st_size} bytes, more than the {MAX_MODEL_BYTES} bytes a model may have "
+                         "(keep large weights as external data).")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_MODEL_BYTES + 1)
+    except OSError as e:
+        raise ModelError(f"{quote(p)}: cannot be read ({os.strerror(e.errno or 0)}).") from None
     if not data:
-        raise ModelError(f"'{p}': the file is empty. Re-export the model.")
+        raise ModelError(f"{quote(p)}: the file is empty. Re-export the model.")
     try:
         model = onnx.ModelProto.FromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
@@ -68,12 +82,17 @@ def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _check_external_data(model: onnx.ModelProto, base: Path, path: Path) -> None:
+    total = 0
     for t in external_data_helper._get_all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
-        target = (base / loc).resolve()
+        try:
+            target = (base / loc).resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            raise ModelError(f"{quote(path)}: tensor {quote(t.name)} keeps its data at {quote(loc)}, a symlink "
+                             "loop. Copy the weight file next to the model.") from None
         if not loc or os.path.isabs(loc) or (target != base and base not in target.parents):
             raise ModelError(
                 f"'{path}': tensor '{t.name}' keeps its data at '{loc}', outside the model's folder. "
@@ -85,8 +104,20 @@ def _check_external_data(model: onnx.ModelProto, base: Path, path: Path) -> None
                 "Copy the model's weight files next to it."
             )
         n = _num_elements(t, path)
-        length = int(info.get("length", n * _ELEM_SIZE.get(t.data_type, 1)))
-        offset = int(info.get("offset", 0))
+        need = n * _ELEM_SIZE.get(t.data_type, 1)
+        try:
+            length = int(info.get("length", need))
+            offset = int(info.get("offset", 0))
+        except ValueError:
+            length = offset = -1
+        if length < 0 or offset < 0 or (t.data_type in _ELEM_SIZE and length != need):
+            raise ModelError(f"{quote(path)}: tensor {quote(t.name)} declares external data at offset "
+                             f"{quote(info.get('offset', 0))}, length {quote(info.get('length', need))}, but its "
+                             f"shape {list(t.dims)} needs {need} bytes. The file is corrupt; re-export.")
+        total += length
+        if total > MAX_MODEL_BYTES:
+            raise ModelError(f"{quote(path)}: its external weights exceed {MAX_MODEL_BYTES} bytes in all, more than a "
+                             "model may have. Refused.")
         if offset + length > target.stat().st_size:
             raise ModelError(
                 f"'{path}': tensor '{t.name}' needs {length} bytes at offset {offset} of '{loc}', "
@@ -159,9 +190,42 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             return model  # shapes are probed with onnxruntime later anyway
 
 
+def _check_generated_sizes(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Refuse nodes that make a huge tensor from small constants (Range(0, 1e12), ConstantOfShape or Expand
+    to 1e10 elements) before shape inference, which would materialize them, or onnxruntime runs them."""
+    consts: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT,
+                           onnx.TensorProto.DOUBLE) and _num_elements(t, Path(path)) <= 64:
+            consts[t.name] = numpy_helper.to_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and len(n.output) == 1:
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32,
+                                                           onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE) \
+                        and _num_elements(a.t, Path(path)) <= 64:
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    for n in model.graph.node:
+        ins = [consts.get(i) if i else None for i in n.input]
+        count = None
+        with np.errstate(all="ignore"):
+            if n.op_type == "Range" and len(ins) == 3 and all(v is not None and v.size == 1 for v in ins):
+                start, limit, delta = (float(v.reshape(-1)[0]) for v in ins)
+                count = float("inf") if delta == 0 or not np.isfinite([start, limit, delta]).all() \
+                    else max(np.ceil((limit - start) / delta), 0)
+            elif n.op_type == "ConstantOfShape" and ins and ins[0] is not None:
+                count = float(np.prod([max(float(d), 1.0) for d in ins[0].reshape(-1)]))
+            elif n.op_type == "Expand" and len(ins) == 2 and ins[1] is not None:
+                count = float(np.prod([max(float(d), 1.0) for d in ins[1].reshape(-1)]))
+        if count is not None and count > MAX_GENERATED_ELEMENTS:
+            raise ModelError(f"{quote(path)}: node {quote(n.name or n.output[0])} ({n.op_type}) makes "
+                             f"{count:.3g} elements from constants, more than {MAX_GENERATED_ELEMENTS}. Refused.")
+
+
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read, validate, normalize the opset and infer shapes."""
     model = read_model(path)
+    _check_generated_sizes(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - ValidationError, or a C++ message that is not even valid UTF-8

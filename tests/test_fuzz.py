@@ -21,7 +21,7 @@ from srp_onnx.convert import ConvertOptions, convert, plan
 from srp_onnx.errors import SrpOnnxError
 
 DATA = Path(__file__).parent / "data" / "exporters"
-BUDGET_S = 60.0
+BUDGET_S = 150.0  # CI on 2 busy cores; 1500 cases take about 20 s here
 
 
 def _calib(p):
@@ -195,5 +195,5 @@ def test_fuzz_mutated_and_random_models_never_crash(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nfuzz: {counts['tried']} cases tried, {counts['converted']} converted, {counts['refused']} refused "
               f"({time.monotonic() - start:.1f} s; kinds {kinds})")
-    assert counts["tried"] >= 50
+    assert counts["tried"] >= 1000
     assert counts["converted"] > 0 and counts["refused"] > 0

@@ -26,6 +26,7 @@ __all__ = ["CALIB_SEED", "CALIB_SIZE", "SPLITS", "ArrayDataset", "Dataset", "bat
 SPLITS = ("train", "test", "calib")
 CALIB_SIZE = 500
 CALIB_SEED = 0
+MAX_CLASSES = 1 << 20  # class indices beyond this are a corrupt label array, not a classifier
 
 
 class Dataset(abc.ABC):
@@ -164,8 +165,10 @@ def check_labels(labels: np.ndarray, where: str, num_classes: int | None = None)
             f"{where}: labels have dtype {labels.dtype}; expected integer class indices "
             f"(save them with .astype(np.int64))."
         )
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{where}: labels include {labels.min()}; class indices must be >= 0.")
+    if labels.size and int(labels.min()) < 0:
+        raise DataError(f"{where}: labels include {int(labels.min())}; class indices must be >= 0.")
+    if labels.size and int(labels.max()) >= MAX_CLASSES:
+        raise DataError(f"{where}: labels include {int(labels.max())}; class indices must be below {MAX_CLASSES}.")
     if num_classes is not None and labels.size and labels.max() >= num_classes:
         raise DataError(
             f"{where}: labels include {labels.max()} but there are {num_classes} classes; "

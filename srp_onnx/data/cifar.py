@@ -120,13 +120,42 @@ def _class_names(kind: str, folder: Path) -> list[str] | None:
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
 
-# The only globals that pickled numpy arrays need (python 2 and 3 writers).
+MAX_PICKLE_ARRAY_BYTES = 1 << 30  # 1 GiB per array: a CIFAR file holds 150 MB
+
+
+def _checked_size(shape: Any, dtype: Any) -> None:
+    """Refuse an array a pickle asks for before it is allocated (a 150-byte file can ask for 3 GB)."""
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    try:
+        count = 1
+        for d in dims:
+            count *= int(d)
+        size = count * np.dtype(dtype).itemsize
+    except (TypeError, ValueError, OverflowError) as e:
+        raise pickle.UnpicklingError(f"bad array shape {shape!r:.40}: {e}") from None
+    if size > MAX_PICKLE_ARRAY_BYTES or any(int(d) < 0 for d in dims):
+        raise pickle.UnpicklingError(f"an array of shape {shape!r:.60} ({size} bytes), more than a CIFAR file holds")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    _checked_size(shape, dtype)
+    return _multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
+def _ndarray(shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+    _checked_size(shape, dtype)
+    return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+# The only globals that pickled numpy arrays need (python 2 and 3 writers); array constructors are
+# wrapped so that their size is checked before allocation (the data itself comes via __setstate__,
+# which checks it against the shape).
 _PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _ndarray,
     ("numpy", "dtype"): np.dtype,
     # Python 3 writers encode bytes under protocol 2 as _codecs.encode(str, "latin1").
     ("_codecs", "encode"): codecs.encode,

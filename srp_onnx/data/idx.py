@@ -19,6 +19,7 @@ torchvision's EMNIST reader does too.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def _read_idx(path: Path) -> np.ndarray:
             if len(dims) != ndim or ndim not in (1, 3):
                 raise DataError(f"IDX file '{path}': header declares {ndim} dimensions; expected 3 (images) "
                                 "or 1 (labels).")
-            n = int(np.prod(dims.astype(np.int64)))
+            n = math.prod(int(d) for d in dims)  # Python ints: 3 x 2^32 sizes must not wrap
             if n > MAX_IDX_BYTES:
                 raise DataError(f"IDX file '{path}': declares {n} values, too many for an MNIST-family file.")
             data = f.read(n + 1)

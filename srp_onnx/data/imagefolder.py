@@ -19,6 +19,8 @@ normalised. Only the current batch's files are in memory.
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,23 +34,53 @@ from srp_onnx.data.base import (
     check_split,
     one_line,
 )
-from srp_onnx.data.preprocess import Preprocessing
-from srp_onnx.errors import DataError
+from srp_onnx.data.preprocess import MAX_IMAGE_PIXELS, Preprocessing
+from srp_onnx.errors import DataError, quote, safe
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "image_folder_samples", "is_image_folder", "load_image"]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_FORMATS = ("JPEG", "PNG")  # the only decoders Pillow may use, whatever a file holds
+_MAX_DEPTH = 64  # folder levels under a class folder
 _SPLIT_FOLDERS = {"train": ("train",), "calib": ("train",), "test": ("val", "test")}
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode one image file to uint8 ``[H, W, 3]`` RGB (palette, gray and RGBA files are converted)."""
+    """Decode one image file to uint8 ``[H, W, 3]`` RGB (palette, gray and RGBA files are converted).
+
+    Only JPEG and PNG decoders are used, whatever the file holds (Pillow otherwise picks a decoder from
+    the content: an EPS named x.png would start Ghostscript), only regular files are opened (a FIFO would
+    block), and the pixel count is checked before decoding (:data:`MAX_IMAGE_PIXELS`).
+    16-bit gray PNGs are scaled to 8 bits (not clipped).
+    """
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        st = os.stat(path)
+    except OSError as e:
+        raise DataError(f"Image {quote(path)} cannot be read ({one_line(e)}); replace or remove it.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"Image {quote(path)} is not a regular file; remove it from the image folder.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warnings would be extra stderr lines; limits are ours
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"Image {quote(path)} is {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS} "
+                                    "allowed (a decompression bomb?); resize or remove it.")
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    wide = np.asarray(im, dtype=np.float64)
+                    top = 65535.0 if im.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255.0
+                    gray = np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8)
+                    return np.repeat(gray[..., None], 3, axis=2)
+                return np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise DataError(f"Image {quote(path)} is not a JPEG or PNG file (the only formats read); convert or "
+                        "remove it.") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, DecompressionBombError, ...
         raise DataError(
-            f"Image '{path}' cannot be decoded ({one_line(e)}); replace or remove the file."
+            f"Image {quote(path)} cannot be decoded ({safe(one_line(e))}); replace or remove the file."
         ) from None
 
 
@@ -80,7 +112,7 @@ def image_folder_samples(
     for index, name in enumerate(classes):
         files = [
             Path(d) / f
-            for d, _, names in sorted(os.walk(folder / name, followlinks=True))
+            for d, names in _walk(folder / name)
             for f in sorted(names)
             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
         ]
@@ -161,6 +193,35 @@ class ImageFolderDataset(Dataset):
                 f"{origin}; set resize/crop in the preprocessing or use images of that size."
             )
         return image
+
+
+def _walk(top: Path) -> list[tuple[str, list[str]]]:
+    """``sorted(os.walk(top, followlinks=True))`` as (folder, file names), refusing symlink loops and
+    absurd depth (a link to an ancestor would make os.walk run forever)."""
+    out = []
+    for d, _dirs, names in os.walk(top, followlinks=True):
+        here = Path(d)
+        depth = len(here.relative_to(top).parts)
+        if depth > _MAX_DEPTH:
+            raise DataError(f"Image folder {quote(top)}: folders nest more than {_MAX_DEPTH} levels deep at "
+                            f"{quote(here)}; is there a symlink loop?")
+        key = _inode(here)
+        parent = here
+        for _ in range(depth):
+            parent = parent.parent
+            if _inode(parent) == key:
+                raise DataError(f"Image folder {quote(top)}: {quote(here)} links back to {quote(parent)} (a "
+                                "symlink loop); remove the link.")
+        out.append((d, names))
+    return sorted(out)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _subfolders(path: Path) -> list[str]:

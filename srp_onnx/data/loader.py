@@ -18,6 +18,7 @@ uint8 npz and IDX folders: scale 255, no normalisation, their own channel count)
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from srp_onnx.data.idx import find_idx, read_idx_split
 from srp_onnx.data.imagefolder import ImageFolderDataset, is_image_folder
 from srp_onnx.data.npz import open_npz, read_npz
 from srp_onnx.data.preprocess import PRESETS, Preprocessing
-from srp_onnx.errors import DataError
+from srp_onnx.errors import DataError, quote
 
 __all__ = ["load_arrays", "open_dataset"]
 
@@ -142,10 +143,17 @@ def _existing_path(spec: str | os.PathLike[str]) -> Path:
         path = Path(spec)
     except TypeError:
         raise DataError(f"Dataset spec {spec!r} is not a path or a name; {_FORMATS_HINT}.") from None
-    if not path.exists():
-        raise DataError(f"Dataset '{path}' does not exist; {_FORMATS_HINT}.")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if not path.exists():
+            raise DataError(f"Dataset {quote(path)} does not exist; {_FORMATS_HINT}.") from None
+        raise DataError(f"Dataset {quote(path)} cannot be read ({os.strerror(e.errno or 0)}).") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"Dataset {quote(path)} is not a regular file or a folder (a device, FIFO or socket); "
+                        f"{_FORMATS_HINT}.")
     if path.is_file() and path.suffix.lower() != ".npz":
-        raise DataError(f"Dataset file '{path}' is not an .npz; {_FORMATS_HINT}.")
+        raise DataError(f"Dataset file {quote(path)} is not an .npz; {_FORMATS_HINT}.")
     return path
 
 

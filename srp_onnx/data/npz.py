@@ -12,6 +12,7 @@ An npz holds a single split: ``split`` is ignored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from srp_onnx.data.base import ArrayDataset, Dataset, batch_ranges, check_labels, one_line
 from srp_onnx.data.preprocess import Preprocessing
-from srp_onnx.errors import DataError
+from srp_onnx.errors import DataError, quote, safe
 
 __all__ = ["FloatArrayDataset", "open_npz", "read_npz"]
 
@@ -64,14 +65,19 @@ class FloatArrayDataset(Dataset):
         )
 
 
-def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validated ``(x, y, num_classes)`` from an npz; uint8 ``x`` comes back as ``[N, H, W, C]``."""
-    where = f"npz file '{path}'"
+def read_npz(path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated ``(x, y, num_classes)`` from an npz; uint8 ``x`` comes back as ``[N, H, W, C]``.
+
+    Members are read one at a time from the archive, their headers checked before anything is
+    allocated (shape against the stored size, no object arrays, no 0-d arrays); with ``limit`` only
+    the first ``limit`` samples of ``x`` are read (all labels are, to count the classes).
+    """
+    where = f"npz file {quote(path)}"
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(path, allow_pickle=False, mmap_mode=None)
     except Exception as e:  # noqa: BLE001 - np.load raises many types for a corrupt or foreign file
         raise DataError(
-            f"{where} cannot be read ({one_line(e)}); write it with np.savez(path, x=..., y=...)."
+            f"{where} cannot be read ({safe(one_line(e))}); write it with np.savez(path, x=..., y=...)."
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
@@ -81,20 +87,28 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
             raise DataError(
-                f"{where}: missing array {' and '.join(repr(k) for k in missing)} (has {sorted(f.files)}); "
+                f"{where}: missing array {' and '.join(repr(k) for k in missing)} (has {safe(sorted(f.files))[:80]}); "
                 f"save images as 'x' and labels as 'y' (np.savez(path, x=..., y=...))."
             )
         try:
-            x, y = f["x"], f["y"]
-            stored_classes = f["num_classes"] if "num_classes" in f.files else None
+            y = _member(f, "y", where)
+            x = _member(f, "x", where, limit)
+            stored_classes = _member(f, "num_classes", where, scalar=True) if "num_classes" in f.files else None
+        except DataError:
+            raise
         except Exception as e:  # noqa: BLE001 - as above, for a truncated member
             raise DataError(
-                f"{where}: arrays cannot be read ({one_line(e)}); the file may be truncated."
+                f"{where}: arrays cannot be read ({safe(one_line(e))}); the file may be truncated."
             ) from None
+    for name, a in (("x", x), ("y", y)):
+        if a.ndim == 0:
+            raise DataError(f"{where}: {name} is a single value (0-d); it must hold one entry per sample.")
+    x = x[:limit]
     if len(x) == 0:
         raise DataError(f"{where} is empty (x has shape {x.shape}); it must hold at least one sample.")
-    if len(x) != len(y):
-        raise DataError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must match one to one.")
+    if len(x) != (len(y) if limit is None else min(len(y), limit)):
+        raise DataError(f"{where}: x has {len(x)}{' (first)' if limit else ''} samples but y has {len(y)}; they must "
+                        "match one to one.")
     num_classes = None
     if stored_classes is not None:
         if stored_classes.size != 1 or not np.issubdtype(stored_classes.dtype, np.integer):
@@ -103,6 +117,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     labels = check_labels(y, where, num_classes)
     if num_classes is None:
         num_classes = int(labels.max()) + 1
+    labels = labels[:limit]
 
     if x.dtype == np.uint8:
         x = _to_nhwc(x, where)
@@ -119,8 +134,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def open_npz(path: Path, *, split: str, preprocessing: Preprocessing | None, limit: int | None) -> Dataset:
-    x, labels, num_classes = read_npz(path)
-    x, labels = x[:limit], labels[:limit]
+    x, labels, num_classes = read_npz(path, limit)
     if x.dtype != np.uint8:
         return FloatArrayDataset(
             x,
@@ -142,6 +156,48 @@ def open_npz(path: Path, *, split: str, preprocessing: Preprocessing | None, lim
         preprocessing=preprocessing,
         num_classes=num_classes,
     )
+
+
+MAX_ARRAY_BYTES = 1 << 36  # 64 GiB declared by one member: refused without reading
+
+
+def _member(f: np.lib.npyio.NpzFile, key: str, where: str, limit: int | None = None, *,
+            scalar: bool = False) -> np.ndarray:
+    """One array of the archive, its header checked first; only ``limit`` rows read when given."""
+    name = key if key in f.zip.namelist() else f"{key}.npy"
+    info = f.zip.getinfo(name)
+    with f.zip.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise DataError(f"{where}: {key!r} is stored in .npy format {version}; save it with numpy's np.savez.")
+        if dtype.hasobject:
+            raise DataError(f"{where}: {key!r} holds Python objects, which are not read (no pickles); "
+                            "save numeric arrays.")
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise DataError(f"{where}: {key!r} declares shape {shape}.")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if nbytes > MAX_ARRAY_BYTES or nbytes > info.file_size:
+            raise DataError(f"{where}: {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) but the archive "
+                            f"holds {info.file_size} bytes for it; the file is corrupt or truncated.")
+        if scalar:
+            if count != 1:
+                raise DataError(f"{where}: 'num_classes' must be one integer, got shape {shape}.")
+        rows = shape[0] if shape else 1
+        if limit is not None and shape and not fortran and limit < rows:
+            shape = (limit, *shape[1:])
+            count = math.prod(shape)
+        data = fp.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise DataError(f"{where}: {key!r} is truncated ({len(data)} of {count * dtype.itemsize} bytes).")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    if fortran:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)
 
 
 def _to_nhwc(x: np.ndarray, where: str) -> np.ndarray:

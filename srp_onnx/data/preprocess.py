@@ -46,6 +46,7 @@ METADATA_KEY = "srp_onnx.preprocessing"
 """Key in an ONNX model's ``metadata_props`` holding :meth:`Preprocessing.to_json`."""
 
 _LAYOUTS = ("NCHW", "NHWC")
+MAX_IMAGE_PIXELS = 1 << 26  # 64 M pixels (8192 x 8192) per image, decoded or resized: refused beyond
 # Fields written by to_json, in a fixed order (``source`` is provenance for messages only).
 _JSON_FIELDS = ("mean", "std", "scale", "size", "resize", "crop", "layout", "channels")
 
@@ -178,6 +179,10 @@ class Preprocessing:
             raise DataError(f"resize_crop_image expects one image [H, W, C], got shape {image.shape}.")
         if self.resize is not None:
             h, w = _resized_hw(image.shape[0], image.shape[1], self.resize)
+            if h * w > MAX_IMAGE_PIXELS:
+                raise DataError(f"resize {self.resize} makes a {image.shape[0]}x{image.shape[1]} image {h}x{w}, "
+                                f"more than the {MAX_IMAGE_PIXELS} pixels allowed; use a smaller resize or "
+                                "images of a less extreme aspect ratio.")
             if (h, w) != image.shape[:2]:
                 image = _pil_apply(image, lambda im: im.resize((w, h), Image.Resampling.BILINEAR))
         if self.crop is not None:

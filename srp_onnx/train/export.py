@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ import onnx
 import torch
 from torch import nn
 
-from srp_onnx.errors import DataError, UsageError
+from srp_onnx.errors import DataError, UsageError, quote, safe
 from srp_onnx.io import write_bytes
 from srp_onnx.train.models import build_model
 
@@ -97,6 +98,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, .
     return path
 
 
+MAX_CHECKPOINT_BYTES = 1 << 32  # 4 GiB: beyond any network this trains
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` through a temp file in the target folder, then ``os.replace``."""
     buffer = io.BytesIO()
@@ -116,12 +120,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Checkpoint {str(path)!r} does not exist; check the path.")
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise DataError(f"Checkpoint {quote(path)} is larger than {MAX_CHECKPOINT_BYTES} bytes; refused.")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"Checkpoint {str(path)!r} cannot be read as a torch state_dict ({first}); "
-                        "save it with torch.save(model.state_dict(), path).") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings would be extra stderr lines
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text suggests weights_only=False, i.e. running the file's code
+        raise DataError(f"Checkpoint {quote(path)} holds Python objects other than tensors and plain "
+                        "containers, which are never loaded (loading them could run code from the file); "
+                        "save the weights with torch.save(model.state_dict(), path).") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file raises many types
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"Checkpoint {quote(path)} cannot be read as a torch state_dict ({safe(first)}); "
+                        "save it with torch.save(model.state_dict(), path).") from None
     if not isinstance(obj, dict):
         raise DataError(f"Checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state_dict; "
                         "save it with torch.save(model.state_dict(), path).")
@@ -186,6 +198,10 @@ def load_checkpoint(path: str | Path, arch: str, num_classes: int | None = None,
         if recorded_arch != arch:
             raise UsageError(f"Checkpoint {str(path)!r} holds a {recorded_arch} network, not {arch}; "
                              f"pass --arch {recorded_arch}.")
+        recorded_L = obj.get("L")
+        if not (isinstance(recorded_L, int) and not isinstance(recorded_L, bool) and 1 <= recorded_L <= 1 << 16):
+            raise DataError(f"Checkpoint {quote(path)} records L = {safe(recorded_L)!s:.20}, not a whole number "
+                            "from 1 to 65536; the file is damaged.")
         if L is not None and int(obj["L"]) != L:
             raise UsageError(f"Checkpoint {str(path)!r} was trained with L={obj['L']}, not L={L}; "
                              f"pass --L {obj['L']} or leave it out.")

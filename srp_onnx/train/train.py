@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from srp_onnx.errors import UsageError
+from srp_onnx.errors import DataError, UsageError, safe
 from srp_onnx.train.datasets import DATASETS, CustomData, DataBundle, load_data
 from srp_onnx.train.export import (
     CHECKPOINT_FORMAT,
@@ -275,15 +275,30 @@ def _restore(path: str, config: TrainConfig, model: nn.Module, optimizer: torch.
         if obj.get(key) != getattr(config, key):
             raise UsageError(f"--resume {path!r} was trained with {key}={obj.get(key)!r}, "
                              f"not {getattr(config, key)!r}; pass the same --{key}.")
-    planned = obj.get("scheduler", {}).get("T_max")
+    where = f"--resume {path!r}"
+    sched, optim = obj.get("scheduler"), obj.get("optimizer")
+    if not isinstance(sched, dict) or not isinstance(optim, dict):
+        raise DataError(f"{where}: its scheduler or optimizer state is missing or malformed; resume from an "
+                        "intact last.pt or start again.")
+    planned = sched.get("T_max")
     if planned is not None and planned != config.epochs:
         # The cosine schedule's length is part of the run; changing it mid-way would jump the lr.
         raise UsageError(f"--resume {path!r} belongs to a {planned}-epoch run, not {config.epochs}; "
                          f"pass --epochs {planned}.")
-    model.load_state_dict(extract_state_dict(obj))
-    optimizer.load_state_dict(obj["optimizer"])
-    scheduler.load_state_dict(obj["scheduler"])
-    return int(obj["epoch"]), float(obj.get("best_acc", 0.0))
+    epoch, best = obj.get("epoch"), obj.get("best_acc", 0.0)
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 <= epoch <= config.epochs) \
+            or not isinstance(best, (int, float)) or not math.isfinite(best):
+        raise DataError(f"{where}: its epoch {safe(epoch)!s:.20} or best accuracy {safe(best)!s:.20} is not "
+                        f"valid for a {config.epochs}-epoch run; resume from an intact last.pt.")
+    try:
+        model.load_state_dict(extract_state_dict(obj))
+        optimizer.load_state_dict(optim)
+        scheduler.load_state_dict(sched)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise DataError(f"{where}: its model, optimizer or scheduler state does not fit this run "
+                        f"({safe(str(e).splitlines()[0] if str(e) else type(e).__name__)[:120]}); resume from "
+                        "an intact last.pt or start again.") from None
+    return epoch, float(best)
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -136,6 +136,11 @@ def _stdout_failed(e: OSError) -> None:
     sys.exit(2)
 
 
+def _lines(text: str) -> str:
+    """A table made by the library, each line made :func:`safe` (layer names come from the model)."""
+    return "\n".join(safe(line) for line in text.split("\n"))
+
+
 def _paths(*specs: str | None) -> list[str]:
     """The data specs that are files or folders (not the built-in names ``mnist``/``digits``)."""
     from srp_onnx.data.builtin import BUILTIN_NAMES
@@ -489,9 +494,9 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
         from srp_onnx.plot import plot_accuracy
 
         plot_accuracy(report, plot)
-    click.echo(format_table(report))
+    click.echo(_lines(format_table(report)))
     if top5:
-        click.echo(format_table(report, "top5"))
+        click.echo(_lines(format_table(report, "top5")))
     _warn(loaded.warnings + report.warnings)
 
 
@@ -547,7 +552,7 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
 
         plot_analysis(an, plot, title=f"{Path(model).name} on {data}")
     _warn(loaded.warnings)
-    click.echo(format_analysis(an))
+    click.echo(_lines(format_analysis(an)))
 
 
 @main.command()

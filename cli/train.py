@@ -78,6 +78,13 @@ def train(dataset: str, data_dir: Path | None, num_classes: int | None, mean: st
     if load is not None and resume is not None:
         raise click.BadParameter("give either --load (export only) or --resume (continue training), not both",
                                  param_hint="--load/--resume")
+    if out.is_dir():  # outputs are never an input (a checkpoint named model.onnx, or --load OUT/best.pt)
+        from srp_onnx.io import check_outputs
+
+        outputs = {"--out (model.onnx)": out / "model.onnx"}
+        if load is None:
+            outputs["--out (best.pt)"] = out / "best.pt"
+        check_outputs(outputs, {"--load": load, "--resume": resume})
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401

@@ -115,6 +115,11 @@ def plan(path: str | os.PathLike[str], options: ConvertOptions | None = None, *,
     sites = find_sites(graph, problems)
     gates = gate_maxpool(graph, sites, ctx) if options.maxpool == "gate" else set()
     check_linear(graph, sites, problems, exempt=gates, maxpool=options.maxpool)
+    flow = [n for n in graph.nodes if n.op in ("If", "Loop", "Scan")]
+    if not sites and not problems and flow:  # the network hides in subgraphs, which are not converted
+        raise UnsupportedNodeError(f"{flow[0].describe()}: control flow ({flow[0].op}) is not converted; its "
+                                   "branches are subgraphs. Export the network without it (trace it with a fixed "
+                                   "input, or remove the branch).", nodes=(flow[0].name,))
     if not sites and not problems:
         raise ModelError(f"'{path}': no activation (ReLU, Clip, QCFS) found between linear layers; "
                          "there is nothing to turn into spiking neurons.")

@@ -195,5 +195,42 @@ def test_fuzz_mutated_and_random_models_never_crash(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nfuzz: {counts['tried']} cases tried, {counts['converted']} converted, {counts['refused']} refused "
               f"({time.monotonic() - start:.1f} s; kinds {kinds})")
-    assert counts["tried"] >= 1000
+    assert counts["tried"] >= min(CASES, 1000)
     assert counts["converted"] > 0 and counts["refused"] > 0
+
+
+JUNK = ["", "0", "-1", "1e9", "1000000000", "nan", "[]", "{}", "[{}]", "[" * 5000 + "]" * 5000, "\x1b[2J\n",
+        '[{"name": "a"}]', "null", "true", "4", "[1, 2]", '"x"', "{" * 3000]
+
+
+def test_fuzz_converted_model_metadata_never_crashes(tmp_path):
+    """A converted model whose srp_onnx.* metadata values are replaced or cut: runs or raises SrpOnnxError."""
+    from srp_onnx.convert import convert as convert_ann
+    from srp_onnx.runtime import SpikingModel
+
+    rng = np.random.default_rng(SEED)
+    snn, _ = convert_ann(_save(mlp("Clip"), tmp_path / "m.onnx"), ConvertOptions(tau=2))
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    keys = [p.key for p in snn.metadata_props if p.key.startswith("srp_onnx.")]
+    outcomes = {"ran": 0, "refused": 0}
+    for i in range(120):
+        m = onnx.ModelProto()
+        m.CopyFrom(snn)
+        for _ in range(int(rng.integers(1, 3))):
+            key = keys[int(rng.integers(len(keys)))]
+            p = next(q for q in m.metadata_props if q.key == key)
+            cut = p.value[: int(rng.integers(len(p.value) + 1))]
+            p.value = JUNK[int(rng.integers(len(JUNK)))] if rng.random() < 0.7 else cut
+        try:
+            SpikingModel(m, device="cpu", quiet=True).simulate(x, 2)
+            outcomes["ran"] += 1
+        except SrpOnnxError:
+            outcomes["refused"] += 1
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"metadata case {i} raised {type(e).__name__}: {e}")
+    assert outcomes["refused"] > 40
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path

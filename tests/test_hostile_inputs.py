@@ -420,3 +420,23 @@ def test_train_without_dataset_is_one_line(tmp_path):
     r = cli(["train", "--out", tmp_path / "o"])
     assert r.exit_code == 2
     one_error_line(r.stderr, "--dataset", "cifar10, cifar100")
+
+
+def test_a_network_inside_nested_ifs_is_named_as_control_flow(tmp_path):
+    def branch(name: str, inner: onnx.NodeProto) -> onnx.GraphProto:
+        return helper.make_graph([inner], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT,
+                                                                                   None)])
+
+    relu = helper.make_node("Relu", ["x"], ["deep_y"])
+    inner_if = helper.make_node("If", ["c"], ["then_y"], then_branch=branch("deep", relu),
+                                else_branch=branch("deep", helper.make_node("Relu", ["x"], ["deep_y"])))
+    outer = helper.make_node("If", ["c"], ["y"], name="outer", then_branch=branch("then", inner_if),
+                             else_branch=branch("then", helper.make_node("If", ["c"], ["then_y"],
+                                                                         then_branch=branch("deep", relu),
+                                                                         else_branch=branch("deep", relu))))
+    g = helper.make_graph([outer], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                          [numpy_helper.from_array(np.array(True), "c")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    refused(["convert", save(m, tmp_path / "if.onnx"), "-o", tmp_path / "o.onnx"], "'outer'", "control flow")

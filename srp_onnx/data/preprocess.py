@@ -135,9 +135,10 @@ class Preprocessing:
         where = f" (from {source})" if source else ""
         try:
             d = json.loads(s)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
+            why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:80]
             raise DataError(
-                f"Preprocessing JSON{where} is not valid JSON ({e}); re-run the conversion."
+                f"Preprocessing JSON{where} is not valid JSON ({why}); re-run the conversion."
             ) from None
         if not isinstance(d, dict):
             raise DataError(f"Preprocessing JSON{where} must be an object, got {type(d).__name__}.")

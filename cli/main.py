@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Group(click.Group):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `srp-onnx inspect m.onnx | head` ends quietly
         # onnxruntime's telemetry warns on stderr (a second line) where $HOME is unwritable; the CLI sends none.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        if not sys.warnoptions:  # Pillow/numpy/torch warnings are for developers (-W or PYTHONWARNINGS show them)
+            warnings.simplefilter("ignore")
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:

@@ -222,7 +222,7 @@ def test_fuzz_converted_model_metadata_never_crashes(tmp_path):
             cut = p.value[: int(rng.integers(len(p.value) + 1))]
             p.value = JUNK[int(rng.integers(len(JUNK)))] if rng.random() < 0.7 else cut
         try:
-            SpikingModel(m, device="cpu", quiet=True).simulate(x, 2)
+            SpikingModel(m, device="cpu").simulate(x, 2)
             outcomes["ran"] += 1
         except SrpOnnxError:
             outcomes["refused"] += 1

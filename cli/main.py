@@ -22,6 +22,7 @@ import click
 from srp_onnx import __version__
 from srp_onnx.errors import SrpOnnxError, UsageError, quote, safe
 from srp_onnx.io import Terminated, check_outputs
+from srp_onnx.load import external_files
 
 from .options import (
     CONVERSION_ONLY,
@@ -331,7 +332,8 @@ def convert(model: str, output: str | None, tau: str | None, tau_data: str | Non
     warn_alone(tau, calib, method)
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".snn.onnx") \
         if model.endswith(".onnx") else Path(model + ".snn.onnx")
-    check_outputs({"-o/--output": out}, {"the model": model, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
+    check_outputs({"-o/--output": out}, {"the model": model, "the model's weights": external_files(model),
+                                          "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
     cluster = _cluster(ray_address, workers, "auto")
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster,
                         progress=cli_progress())
@@ -443,8 +445,8 @@ def eval_cmd(model: str, data: str, T: int, ann: str | None, compare_baseline: b
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     warn_alone(tau, calib, method)
     check_outputs({"--json": json_out, "--csv": csv_out, "--plot": plot},
-                  {"the model": model, "--data": _paths(data), "--ann": ann, "--calib": _paths(calib),
-                   "--tau-data": _paths(tau_data)})
+                  {"the model": model, "the model's weights": external_files(model), "--data": _paths(data),
+                   "--ann": ann, "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
     cluster = _cluster(ray_address, workers, device)
     loaded = open_model(model, opts, CalibOptions(calib, calib_limit, batch_size), pre, cluster=cluster,
                         progress=cli_progress())
@@ -527,8 +529,8 @@ def analyze(model: str, data: str, T: int, json_out: str | None, plot: str | Non
     from srp_onnx.pipeline import CalibOptions, DataSource, model_batches, open_data, open_model
 
     check_outputs({"--json": json_out, "--plot": plot},
-                  {"the model": model, "--data": _paths(data), "--calib": _paths(calib),
-                   "--tau-data": _paths(tau_data)})
+                  {"the model": model, "the model's weights": external_files(model), "--data": _paths(data),
+                   "--calib": _paths(calib), "--tau-data": _paths(tau_data)})
     tau_v = _parse_tau(tau)
     opts = _convert_opts(tau_v, maxpool, percentile, calib_rule, per_channel)
     warn_alone(tau, calib)

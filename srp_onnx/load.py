@@ -81,6 +81,24 @@ def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+def external_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The weight files a model keeps its tensors in (external data), for the outputs-are-never-inputs check.
+
+    Only small graph files are parsed here (a model with external data is one); any failure gives []:
+    reading the model properly reports it.
+    """
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > 1 << 26:
+            return []
+        model = onnx.load(str(p), load_external_data=False)
+        return sorted({p.parent / e.value for t in external_data_helper._get_all_tensors(model)
+                       if t.data_location == onnx.TensorProto.EXTERNAL for e in t.external_data
+                       if e.key == "location" and e.value})
+    except Exception:  # noqa: BLE001 - not a model at all: read_model says so later
+        return []
+
+
 def _check_external_data(model: onnx.ModelProto, base: Path, path: Path) -> None:
     total = 0
     for t in external_data_helper._get_all_tensors(model):

@@ -229,3 +229,17 @@ def test_an_error_inside_a_write_keeps_the_old_file(tmp_path):
         raise RuntimeError
     assert target.read_text() == "old"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_an_output_onto_the_models_external_weights_is_refused(tmp_path):
+    from onnx import external_data_helper
+
+    model = mlp("Clip")
+    external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin",
+                                                         size_threshold=0)
+    import onnx
+
+    onnx.save(model, str(tmp_path / "e.onnx"))
+    before = snapshot(tmp_path)
+    refused(["convert", tmp_path / "e.onnx", "-o", tmp_path / "w.bin"], "same file as the model's weights")
+    assert_unchanged(before, tmp_path)

@@ -34,7 +34,7 @@ import onnx
 
 from srp_onnx import fileformat, ort
 from srp_onnx.convert import ann_from_snn
-from srp_onnx.errors import DataError
+from srp_onnx.errors import DataError, safe
 from srp_onnx.graph import Graph, from_onnx
 from srp_onnx.neuron import is_neuron
 from srp_onnx.progress import NULL_PROGRESS, Progress
@@ -355,14 +355,15 @@ def _theta(s) -> np.ndarray | float:
 
 def format_analysis(an: Analysis) -> str:
     lines = [f"analysis on {an.images} images, T = {an.T} (cases compare ANN activation a with SNN mean output r)"]
-    w = max([len("all layers")] + [len(s.name) for run in an.runs for s in run.layers]) + 2  # names in full
+    # Layer names come from a stranger's file: escaped cell by cell (a newline must not forge a row).
+    w = max([len("all layers")] + [len(safe(s.name)) for run in an.runs for s in run.layers]) + 2  # names in full
     for run in an.runs:
         label = "QCFS (tau=0)" if run.tau == 0 else f"SRP (tau={run.tau})"
         lines.append(f"\n{label}")
         head = f"  {'layer':<{w}}{'rate':>7}{'silenced':>9}" + "".join(f"{c:>10}" for c in CASES) + f"{'MAE':>9}"
         lines.append(head)
         for s in run.layers:
-            lines.append(f"  {s.name:<{w}}{s.firing_rate:>7.3f}{s.silenced:>9.1%}"
+            lines.append(f"  {safe(s.name):<{w}}{s.firing_rate:>7.3f}{s.silenced:>9.1%}"
                          + "".join(f"{s.cases[c]:>10.1%}" for c in CASES) + f"{s.mae:>9.4f}")
         lines.append(f"  {'all layers':<{w}}{'':>7}{'':>9}" + "".join(f"{run.cases[c]:>10.1%}" for c in CASES))
         lines.append(f"  SOPs/image {run.sops:,.0f} + first-layer MACs {run.first_layer_macs:,.0f} "

@@ -182,3 +182,13 @@ def test_the_schedule_is_written_once():
                 if loop.search(line):
                     hits.append(f"{path.relative_to(ROOT)}:{k}: {line.strip()}")
     assert hits and all(h.startswith("srp_onnx/schedule.py") for h in hits), hits
+
+
+def test_a_layer_name_with_a_newline_cannot_forge_a_row_of_the_analysis_table():
+    from srp_onnx.analysis import Analysis, LayerStats, RunStats, format_analysis
+
+    cases = dict.fromkeys(("equal", "a=0,r>0", "a>0,r=0", "a>r>0", "r>a>0"), 0.2)
+    layer = LayerStats("conv\nSRP (tau=9)\x1b[2J", 10, 0.1, 0.0, cases, 0.0)
+    text = format_analysis(Analysis(4, 1, 10.0, 1.0, [RunStats(0, [layer], cases, 1.0, 1.0, 1.0)]))
+    assert "\x1b" not in text and not any(ln.startswith("SRP (tau=9)") for ln in text.splitlines())
+    assert "conv\\nSRP (tau=9)" in text

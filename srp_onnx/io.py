@@ -92,12 +92,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         except OSError as e:
             raise _os_error(target, e) from None
         return
-    with contextlib.suppress(OSError):
-        if target.is_symlink():
-            target = Path(os.path.realpath(target))
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {quote(target)}: folder {quote(folder)} does not exist. Create it first.")
+    target, folder = _real_target(target, "cannot write")
     tmp = None
     with _terminate_as_exception():
         try:
@@ -148,7 +143,19 @@ def umask_mode() -> int:
 # -- checks before any work -----------------------------------------------------------------------------
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _real_target(target: Path, what: str) -> tuple[Path, Path]:
+    """The file a (symlinked) output really is, and its folder, which must exist."""
+    with contextlib.suppress(OSError):
+        if target.is_symlink():
+            target = Path(os.path.realpath(target))
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{what} {quote(target)}: folder {quote(folder)} does not exist. Create it first.")
+    return target, folder
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path`` (links followed); None when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
@@ -174,12 +181,7 @@ def _check_writable(target: Path, option: str) -> Path:
         if not os.access(target, os.W_OK):
             raise OutputError(f"{option} {quote(target)}: not writable. Give another output.")
         return target
-    with contextlib.suppress(OSError):
-        if target.is_symlink():
-            target = Path(os.path.realpath(target))
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{option} {quote(target)}: folder {quote(folder)} does not exist. Create it first.")
+    target, folder = _real_target(target, option)
     if len(os.fsencode(target.name)) > _name_max(folder):
         raise OutputError(f"{option} {quote(target)}: the file name is longer than this filesystem allows "
                           f"({_name_max(folder)} bytes). Give a shorter name.")
@@ -227,10 +229,10 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike[str] | None],
             continue
         for p in [value] if isinstance(value, (str, os.PathLike)) else value:
             ins.append((what, Path(p)))
-    in_ids = [(what, p, _identity(p)) for what, p in ins]
+    in_ids = [(what, p, file_identity(p)) for what, p in ins]
     seen: dict[object, str] = {}
     for opt, p in given.items():
-        ident = _identity(p)
+        ident = file_identity(p)
         special = _special(p)
         if ident is not None and not special:
             for what, q, qid in in_ids:

@@ -65,7 +65,6 @@ V_INIT = 0.5
 MASK_EPS = 1e-3
 DOMAIN = "srp"  # the model-local function domain of the neuron
 OP = "IF"
-DOMAIN_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)

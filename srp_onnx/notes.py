@@ -22,16 +22,13 @@ class NoteKind(enum.Enum):
     ACTIVATION_MOVED = "activation_moved"
     ENDS_WITH_ACTIVATION = "ends_with_activation"
     # run time: results a user should read with care
-    CPU_FALLBACK = "cpu_fallback"  # CUDA was wanted (device auto) but the CPU provider runs
     OUTPUT_CONSTANT = "output_constant"  # no spike reaches the output: accuracy of a constant guess
     ANN_NOT_SOURCE = "ann_not_source"  # the --ann file is not the one the model was converted from
-    TAU_FLAT = "tau_flat"  # every tau scored the same on the calibration split
     PREPROCESSING_GUESSED = "preprocessing_guessed"  # taken from the input shape, not the model's metadata
-    IGNORED = "ignored"  # something the caller gave has no effect
 
 
 # Kinds that put results in doubt (the rest say what was done or assumed).
-WARNINGS = frozenset({NoteKind.OUTPUT_CONSTANT, NoteKind.ANN_NOT_SOURCE, NoteKind.TAU_FLAT, NoteKind.IGNORED})
+WARNINGS = frozenset({NoteKind.OUTPUT_CONSTANT, NoteKind.ANN_NOT_SOURCE})
 
 
 @dataclasses.dataclass(frozen=True)

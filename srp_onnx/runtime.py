@@ -36,7 +36,7 @@ from srp_onnx import fileformat, ort, schedule
 from srp_onnx.errors import ModelError, UsageError
 from srp_onnx.lower import LowerOptions, counting_step, lower
 from srp_onnx.neuron import MAX_T, MAX_TAU, Method, init_graph, reset_graph
-from srp_onnx.ort import Providers, cpu_session, select_providers
+from srp_onnx.ort import Providers, select_providers
 from srp_onnx.sites import Site
 
 OnStep = Callable[[int, "int | None", dict[str, np.ndarray]], None]  # (step, counted k or None, recorded)
@@ -507,4 +507,4 @@ def simulate(model: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray, T: 
     return SpikingModel(model, device=device).simulate(x, T, tau).logits
 
 
-__all__ = ["LowerOptions", "ModelError", "SimResult", "SpikingModel", "cpu_session", "select_providers", "simulate"]
+__all__ = ["LowerOptions", "ModelError", "SimResult", "SpikingModel", "simulate"]

@@ -131,3 +131,11 @@ def dyadic_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 def thetas(model: nn.Module) -> list[float]:
     return [float(m.up.detach()[0]) for m in model.modules() if isinstance(m, QCFS)]
+
+
+def dyadic_net(kind: str, seed: int, folder: Path, shape: tuple[int, ...]) -> Path:
+    """A dyadic 'vgg' (VGGish) or 'resnet' (ResNetish) net exported to ``folder/m.onnx`` (the parity fixtures)."""
+    torch.manual_seed(0)
+    model = VGGish() if kind == "vgg" else ResNetish()
+    dyadic_(model, seed=seed)
+    return export(model, folder / "m.onnx", shape)

@@ -43,10 +43,8 @@ def test_every_rule_of_the_table_is_tested_and_srp_is_the_default():
 
 @pytest.fixture(scope="module", params=["vgg", "resnet"])
 def net(request, tmp_path_factory):
-    torch.manual_seed(0)
-    model = nets.VGGish() if request.param == "vgg" else nets.ResNetish()
-    nets.dyadic_(model, seed=31 if request.param == "vgg" else 32)
-    path = nets.export(model, tmp_path_factory.mktemp(request.param) / "m.onnx", SHAPE)
+    path = nets.dyadic_net(request.param, 31 if request.param == "vgg" else 32, tmp_path_factory.mktemp(request.param),
+                           SHAPE)
     snn, plan = convert(path, ConvertOptions(tau=TAU))
     return path, snn, plan
 

@@ -36,10 +36,8 @@ VARIANTS = {
 
 @pytest.fixture(scope="module", params=["vgg", "resnet"])
 def net(request, tmp_path_factory):
-    torch.manual_seed(0)
-    model = nets.VGGish() if request.param == "vgg" else nets.ResNetish()
-    nets.dyadic_(model, seed=21 if request.param == "vgg" else 22)
-    path = nets.export(model, tmp_path_factory.mktemp(request.param) / "m.onnx", SHAPE)
+    path = nets.dyadic_net(request.param, 21 if request.param == "vgg" else 22, tmp_path_factory.mktemp(request.param),
+                           SHAPE)
     snn, plan = convert(path, ConvertOptions(tau=3))
     return path, snn, plan
 

@@ -36,6 +36,7 @@ from srp_onnx.data.base import (
 )
 from srp_onnx.data.preprocess import MAX_IMAGE_PIXELS, Preprocessing
 from srp_onnx.errors import DataError, quote, safe
+from srp_onnx.io import file_identity
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "image_folder_samples", "is_image_folder", "load_image"]
 
@@ -205,23 +206,15 @@ def _walk(top: Path) -> list[tuple[str, list[str]]]:
         if depth > _MAX_DEPTH:
             raise DataError(f"Image folder {quote(top)}: folders nest more than {_MAX_DEPTH} levels deep at "
                             f"{quote(here)}; is there a symlink loop?")
-        key = _inode(here)
+        key = file_identity(here)
         parent = here
         for _ in range(depth):
             parent = parent.parent
-            if _inode(parent) == key:
+            if file_identity(parent) == key:
                 raise DataError(f"Image folder {quote(top)}: {quote(here)} links back to {quote(parent)} (a "
                                 "symlink loop); remove the link.")
         out.append((d, names))
     return sorted(out)
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _subfolders(path: Path) -> list[str]:
